@@ -1,7 +1,7 @@
 """Session data: real recordings (load_session, fetch) and a synthetic stand-in (synthetic_session).
 
-Note: ``fetch`` here is the function; import the module as ``from ner.data import fetch as ...`` only for the
-function, and use ``importlib.import_module("ner.data.fetch")`` where the module itself is needed.
+Note: the attribute ``ner.data.fetch`` is the fetch function, which hides the submodule of the same name;
+``from ner.data.fetch import registry`` still works, and ``importlib.import_module("ner.data.fetch")`` gives the module.
 """
 
 from .fetch import fetch
