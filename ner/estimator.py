@@ -1,0 +1,215 @@
+"""``ner.NER``: CEBRA trained with the rank loss, as a scikit-learn estimator."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import cebra
+import cebra.integrations.sklearn.utils as sklearn_utils
+import numpy as np
+import torch
+
+from ner.loss import LabelDistance, RankLoss
+from ner.solver import RankLoader
+
+_CHECKPOINT_KEYS = ("args", "state", "state_dict")
+
+
+class NER(cebra.CEBRA):
+    """Neural Embeddings Rank (Chen, Yang & Wang, NeurIPS 2024).
+
+    CEBRA's encoder and training loop with the InfoNCE loss replaced by a rank
+    loss over continuous labels. Defaults are the paper's: a 3-D embedding of
+    neural activity ranked by (x-velocity, y-velocity, reach angle in degrees),
+    positives drawn with CEBRA's ``time_delta`` rule on the two velocity columns.
+
+    Args:
+        model_architecture, device, time_offsets, max_iterations,
+        max_adapt_iterations, batch_size, learning_rate, output_dimension,
+        verbose, num_hidden_units, pad_before_transform, optimizer_kwargs:
+            as in :class:`cebra.CEBRA`.
+        temperature: divides embedding distances in the loss.
+        n_label_columns: number of label columns ``y`` must have.
+        search_columns: label columns on which positives are searched.
+        circular_columns: ``(column, period)`` pairs measured the short way round.
+        positive_labels: ``"reference"`` (paper) ranks a positive by its
+            reference's labels, ``"own"`` by its own.
+        exact_search: KD-tree positive search; ``False`` uses CEBRA's dense search.
+        seed: seeds the model initialisation and the sampling.
+    """
+
+    def __init__(
+        self,
+        model_architecture: str = "offset1-model",
+        device: str = "cuda_if_available",
+        temperature: float = 1.0,
+        time_offsets: int = 1,
+        max_iterations: int = 10000,
+        max_adapt_iterations: int = 500,
+        batch_size: int = 512,
+        learning_rate: float = 1e-4,
+        output_dimension: int = 3,
+        verbose: bool = True,
+        num_hidden_units: int = 32,
+        pad_before_transform: bool = True,
+        optimizer_kwargs: tuple = (("betas", (0.9, 0.999)), ("eps", 1e-08),
+                                   ("weight_decay", 0), ("amsgrad", False)),
+        n_label_columns: int = 3,
+        search_columns: tuple = (0, 1),
+        circular_columns: tuple = ((2, 360.0),),
+        positive_labels: Literal["reference", "own"] = "reference",
+        exact_search: bool = True,
+        seed: int | None = None,
+    ):
+        super().__init__(
+            model_architecture=model_architecture, device=device,
+            temperature=temperature, time_offsets=time_offsets,
+            max_iterations=max_iterations,
+            max_adapt_iterations=max_adapt_iterations, batch_size=batch_size,
+            learning_rate=learning_rate, output_dimension=output_dimension,
+            verbose=verbose, num_hidden_units=num_hidden_units,
+            pad_before_transform=pad_before_transform,
+            optimizer_kwargs=optimizer_kwargs)
+        self.n_label_columns = n_label_columns
+        self.search_columns = search_columns
+        self.circular_columns = circular_columns
+        self.positive_labels = positive_labels
+        self.exact_search = exact_search
+        self.seed = seed
+
+    # --- the seams CEBRA's estimator builds a fit from -----------------------
+
+    def _prepare_data(self, X, y):
+        X, label = self._check_inputs(X, y)
+        return super()._prepare_data(X, (label,))
+
+    def _prepare_loader(self, dataset, max_iterations, is_multisession):
+        if is_multisession:
+            raise NotImplementedError("NER trains on one session at a time.")
+        return RankLoader(
+            dataset=dataset, batch_size=self.batch_size,
+            num_steps=max_iterations, time_offset=self.time_offsets,
+            search_columns=tuple(self.search_columns),
+            positive_labels=self.positive_labels,
+            exact_search=self.exact_search, seed=self.seed,
+        ), "ner-single-session"
+
+    def _prepare_criterion(self):
+        distance = LabelDistance(tuple(
+            (int(c), float(p)) for c, p in self.circular_columns))
+        return RankLoss(self.temperature, distance)
+
+    def _prepare_model(self, dataset, is_multisession):
+        if self.seed is None:
+            return super()._prepare_model(dataset, is_multisession)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return super()._prepare_model(dataset, is_multisession)
+
+    # --- input validation ------------------------------------------------------
+
+    def _check_inputs(self, X, y: tuple):
+        """Reject what CEBRA would accept silently or fail on deep inside torch."""
+        if len(y) != 1:
+            raise ValueError(f"NER.fit takes one label array y, got {len(y)}.")
+        X = np.asarray(X.cpu() if isinstance(X, torch.Tensor) else X)
+        label = y[0]
+        label = np.asarray(label.cpu() if isinstance(label, torch.Tensor) else label)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (samples x neurons), got shape {X.shape}.")
+        if label.ndim != 2 or label.shape[1] != self.n_label_columns:
+            raise ValueError(
+                f"y must be 2-D with {self.n_label_columns} columns (for the paper: "
+                f"vx, vy, angle), got shape {label.shape}. Set n_label_columns "
+                "for other labels.")
+        if not np.issubdtype(label.dtype, np.floating):
+            raise ValueError(
+                f"y has dtype {label.dtype}; NER ranks continuous labels, and CEBRA "
+                "would take integer labels as discrete. Pass y.astype(float).")
+        if len(X) != len(label):
+            raise ValueError(f"X has {len(X)} samples but y has {len(label)}.")
+        for name, array in (("X", X), ("y", label)):
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"{name} contains NaN or infinite values.")
+        columns = [*self.search_columns, *(c for c, _ in self.circular_columns)]
+        if any(not 0 <= c < label.shape[1] for c in columns):
+            raise ValueError(f"search_columns {self.search_columns} and "
+                             f"circular_columns {self.circular_columns} must index "
+                             f"the {label.shape[1]} columns of y.")
+        if self.batch_size is None or len(X) < self.batch_size:
+            raise ValueError(f"X has {len(X)} samples, fewer than batch_size="
+                             f"{self.batch_size}; lower batch_size.")
+        return X.astype(np.float32), label.astype(np.float32)
+
+    # --- persistence -------------------------------------------------------------
+
+    def _get_state(self):
+        # Plain types only, so that torch.load(weights_only=True) reads the file
+        # without allow-listing numpy or CEBRA classes; the offset is recomputed.
+        state = super()._get_state()
+        del state["offset_"]
+        state["label_types_"] = [(np.dtype(dtype).str, tuple(shape))
+                                 for dtype, shape in state["label_types_"]]
+        return state
+
+    def _get_state_dict(self):
+        checkpoint = super()._get_state_dict()
+        checkpoint["metadata"] = {key: str(value)  # TorchVersion is not plain
+                                  for key, value in checkpoint["metadata"].items()}
+        return checkpoint
+
+    def save(self, filename, backend: Literal["sklearn"] = "sklearn"):
+        """Write the fitted estimator to ``filename`` atomically."""
+        if backend != "sklearn":
+            raise ValueError("NER saves with the 'sklearn' backend only.")
+        if not sklearn_utils.check_fitted(self):
+            raise ValueError("NER is not fitted; fit it before saving.")
+        filename = Path(filename)
+        handle, tmp = tempfile.mkstemp(dir=filename.parent, suffix=".tmp")
+        os.close(handle)
+        try:
+            torch.save(self._get_state_dict(), tmp)
+            os.replace(tmp, filename)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, filename, weights_only: bool = True, **kwargs) -> "NER":
+        """Load an estimator written by :meth:`save` (CEBRA's own ``load`` builds a
+        ``cebra.CEBRA``). The device is resolved anew, so a GPU-trained model loads
+        on a CPU-only machine."""
+        checkpoint = torch.load(filename, weights_only=weights_only,
+                                map_location="cpu", **kwargs)
+        if not isinstance(checkpoint, dict) or any(
+                key not in checkpoint for key in _CHECKPOINT_KEYS):
+            raise ValueError(f"{filename} is not a NER checkpoint: expected a dict "
+                             f"with keys {_CHECKPOINT_KEYS}.")
+        args, state = checkpoint["args"], checkpoint["state"]
+        estimator = cls(**args)
+        for key, value in state.items():
+            setattr(estimator, key, value)
+        estimator.label_types_ = [(np.dtype(dtype), torch.Size(shape))
+                                  for dtype, shape in state["label_types_"]]
+        estimator.offset_ = estimator._compute_offset()
+        estimator.device_ = sklearn_utils.check_device(estimator.device)
+
+        model = cebra.models.init(
+            estimator.model_architecture, num_neurons=state["n_features_in_"],
+            num_units=estimator.num_hidden_units,
+            num_output=estimator.output_dimension)
+        criterion = estimator._prepare_criterion()
+        optimizer = torch.optim.Adam(
+            itertools.chain(model.parameters(), criterion.parameters()),
+            lr=estimator.learning_rate, **dict(estimator.optimizer_kwargs))
+        solver = cebra.solver.init(state["solver_name_"], model=model,
+                                   criterion=criterion, optimizer=optimizer,
+                                   tqdm_on=estimator.verbose)
+        solver.load_state_dict(checkpoint["state_dict"])
+        solver.to(estimator.device_)
+        estimator.model_, estimator.solver_ = model, solver
+        return estimator
