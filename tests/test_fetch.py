@@ -1,14 +1,12 @@
 import functools
 import hashlib
 import http.server
-import importlib
 import threading
 
 import pytest
 
+from ner.data import download as fetch_module
 from ner.data import fetch, load_session
-
-fetch_module = importlib.import_module("ner.data.fetch")  # `ner.data.fetch` the attribute is the function
 
 SMALL = ["Chewie_20150630", "Han_20171207"]  # two small files from the two upstream folders
 

@@ -186,13 +186,13 @@ def available_sessions(data_dir: str | os.PathLike | None = None) -> list[Sessio
 
 
 def _unknown_session(name: str, folder: Path) -> FileNotFoundError:
-    from .fetch import session_names  # late import: fetch imports this module
+    from .download import session_names  # late import: fetch imports this module
 
     present = [info.name for info in available_sessions(folder)]
     where = f"{folder} (set {DATA_DIR_ENV} or pass data_dir to look elsewhere)"
     listing = ", ".join(present) if present else "none"
     if name in session_names():
-        fix = f"download it with `ner fetch {name}` or ner.data.fetch([{name!r}], dest=...)"
+        fix = f"download it with `ner fetch {name}` or ner.data.download([{name!r}], dest=...)"
     else:
         fix = "sessions that can be fetched: " + ", ".join(session_names())
     return FileNotFoundError(f"session {name!r} not found in {where}; sessions there: {listing}; {fix}")
