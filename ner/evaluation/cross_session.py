@@ -57,8 +57,12 @@ def cross_session_matrices(
     method="linear",
     knn_grid=DEFAULT_KNN_GRID,
     cv=5,
+    decoders=None,
 ) -> dict:
     """n x n decoding matrices over ``sessions`` (a dict name -> :class:`Session`).
+
+    ``decoders`` may map session names to :class:`TrialDecoder` already fitted on their
+    training split, to reuse them (``method``, ``knn_grid`` and ``cv`` then apply to the rest).
 
     Returns ``names``, ``velocity_r2``, ``position_r2``, ``peak_accuracy`` (n x n; accuracy as a
     fraction), ``accuracy_per_bin`` (n x n x trial_length) and ``alignments`` (dict
@@ -81,9 +85,11 @@ def cross_session_matrices(
     alignments = {}
     for i, train_name in enumerate(names):
         train = sessions[train_name]
-        decoder = TrialDecoder(method=method, knn_grid=knn_grid, cv=cv).fit(
-            train.train_embedding, train.train_labels
-        )
+        decoder = (decoders or {}).get(train_name)
+        if decoder is None:
+            decoder = TrialDecoder(method=method, knn_grid=knn_grid, cv=cv).fit(
+                train.train_embedding, train.train_labels
+            )
         for j, test_name in enumerate(names):
             test = sessions[test_name]
             embedding = test.test_embedding

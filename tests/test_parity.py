@@ -1,0 +1,63 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ner.evaluation.parity import compare, format_report, load_embeddings, main_compare
+
+REFERENCE = os.environ.get("NER_REFERENCE_DIR")
+pytestmark = pytest.mark.skipif(not REFERENCE, reason="set NER_REFERENCE_DIR to the shared reference folder")
+TOL = 1e-3
+
+
+def upstream():
+    return Path(REFERENCE) / "upstream_data_NER"
+
+
+@pytest.fixture(scope="module")
+def ner_result():
+    return compare(upstream(), methods=["NER_Chewie"])
+
+
+@pytest.mark.slow
+def test_fig4_and_fig5_diagonal_match_stored_numbers(ner_result):
+    assert ner_result["fig3"]["max_abs_diff"] < 1e-12
+    diffs = ner_result["fig4"]["NER_Chewie"]["max_abs_diff"]
+    assert {"Fig5 diagonal test_velocity_r2", "Fig5 diagonal test_position_r2", "Fig5 diagonal test_peak_accuracy"} <= set(diffs)
+    assert max(diffs.values()) < TOL
+
+
+@pytest.mark.slow
+def test_fig5_unambiguous_entries_match_and_ambiguity_is_real(ner_result):
+    fig5 = ner_result["fig5"]["NER_Chewie"]
+    for pair in fig5["pairs"]:
+        if not pair["ambiguous"]:
+            assert pair["error"] <= TOL, pair
+        else:
+            assert pair["candidate_spread"] > TOL
+    assert fig5["n_unambiguous"] >= len(fig5["sessions"])  # at least the diagonal
+    # The legacy protocol is right when some candidate of the noisy pick reproduces the stored entry.
+    assert fig5["n_reproduced_by_some_candidate"] > 0.8 * len(fig5["pairs"])
+    corrected = np.asarray(fig5["corrected"]["position_r2"])
+    assert corrected.shape == (len(fig5["sessions"]),) * 2 and np.all(np.isfinite(corrected))
+
+
+@pytest.mark.slow
+def test_report_text_and_json(ner_result):
+    text = format_report(ner_result)
+    assert "Fig 5" in text and "NER_Chewie" in text
+    parsed = json.loads(main_compare(upstream(), as_json=True, methods=["NER_Chewie"]))
+    assert parsed["fig5"]["NER_Chewie"]["sessions"] == ner_result["fig5"]["NER_Chewie"]["sessions"]
+
+
+def test_averages_only_folders_listed():
+    found = load_embeddings(upstream())
+    assert "PCA_Chewie" in found["_averages_only"]
+    assert "NER_Chewie" in found and all(len(s.train_labels) % 40 == 0 for s in found["NER_Chewie"].values())
+
+
+def test_missing_folder_raises(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        compare(tmp_path)
