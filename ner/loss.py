@@ -29,11 +29,27 @@ class LabelDistance:
     circular: tuple[tuple[int, float], ...] = ((2, 360.0),)
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        diff = (a[:, None, :] - b[None, :, :]).abs()
+        a, b = self._wrapped(a), self._wrapped(b)
+        distance = torch.zeros(len(a), len(b), dtype=a.dtype, device=a.device)
+        for column in range(a.shape[1]):
+            diff = (a[:, None, column] - b[None, :, column]).abs()
+            if column in self.periods:
+                # Both sides lie in [0, period), so one wrap is the short way.
+                diff = torch.minimum(diff, self.periods[column] - diff)
+            distance += diff
+        return distance
+
+    @property
+    def periods(self) -> dict[int, float]:
+        return dict(self.circular)
+
+    def _wrapped(self, labels: torch.Tensor) -> torch.Tensor:
+        if not self.circular:
+            return labels
+        labels = labels.clone()
         for column, period in self.circular:
-            d = diff[..., column].remainder(period)
-            diff[..., column] = torch.minimum(d, period - d)
-        return diff.sum(-1)
+            labels[:, column] = labels[:, column].remainder(period)
+        return labels
 
 
 class RankLoss(ContrastiveLoss):
@@ -102,24 +118,29 @@ def rank_loss(features: torch.Tensor, labels: torch.Tensor,
         is_last = torch.ones_like(sorted_distance, dtype=torch.bool)
         is_last[:, :-1] = sorted_distance[:, :-1] != sorted_distance[:, 1:]
         group_end = positions.masked_fill(~is_last, m).flip(1).cummin(1).values.flip(1)
-        order, group_end = order.repeat(copies, 1), group_end.repeat(copies, 1)
+        # Row c * m + a of the features uses the sort of label row a.
+        order, group_end = (index.expand(copies, m, m) for index in (order, group_end))
 
     # The direct (non-matmul) distance keeps exact zeros and a zero gradient there.
-    similarity = -torch.cdist(features, features,
-                              compute_mode="donot_use_mm_for_euclid_dist"
-                              ) / temperature
-    self_mask = torch.eye(n, dtype=torch.bool, device=features.device)
-    others = similarity.masked_fill(self_mask, -torch.inf)
-    shift = others.detach().amax(dim=1, keepdim=True)
-    # Sum exp(S_ik) over the rows k that share each label (row i skips itself).
-    per_label = (others - shift).exp().view(n, copies, m).sum(1)
-    prefix = per_label.gather(1, order).cumsum(1)
+    distance = torch.cdist(features, features,
+                           compute_mode="donot_use_mm_for_euclid_dist")
+    with torch.no_grad():
+        # Shift each row by its largest similarity to another sample (the
+        # second-smallest distance; the smallest is the sample itself).
+        nearest = distance.topk(2, dim=1, largest=False).values[:, 1:]
+    # S_ik - max_k S_ik, written in place of a fresh tensor: no other op saves it.
+    shifted = (nearest - distance) / temperature
+    shifted.diagonal().fill_(-torch.inf)  # k != i
+    # Sum exp(S_ik) over the rows k that share each label.
+    per_label = shifted.exp().view(n, copies, m).sum(1).view(copies, m, m)
+    prefix = per_label.gather(2, order).cumsum(2)
     tiny = torch.finfo(prefix.dtype).tiny  # guards log(0) should exp underflow
-    log_denominator = prefix.gather(1, group_end).clamp_min(tiny).log()
+    log_denominator = prefix.gather(2, group_end).clamp_min(tiny).log()
     # Every j != i: all rows j (each label `copies` times) minus j = i, whose
     # label distance 0 puts it in the nearest group, i.e. the whole row.
-    log_sum = copies * log_denominator.sum(1) - prefix[:, -1].clamp_min(tiny).log()
-    total = similarity.sum() - (n - 1) * shift.sum() - log_sum.sum()
+    log_sum = copies * log_denominator.sum() - prefix[..., -1].clamp_min(tiny).log().sum()
+    shift = -nearest / temperature
+    total = -distance.sum() / temperature - (n - 1) * shift.sum() - log_sum
     return -total / (n * (n - 1))
 
 

@@ -1,0 +1,86 @@
+"""Training step time: NER vs stock CEBRA on a real session, side by side in one run.
+
+Both use the paper's model (offset1-model, 3-D output), batch 512, learning rate 1e-4,
+time_delta positives with time offset 1. A step is one loader draw plus one solver step
+(forward, loss, backward, Adam). Steps of the two methods are interleaved in blocks so
+that both see the same machine state.
+
+    NER_DATA_DIR=../shared/data python benchmarks/bench_step.py [--session Chewie_20161007]
+"""
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+
+import cebra
+import torch
+
+from ner import NER
+from ner.data import load_session
+
+SHARED = dict(model_architecture="offset1-model", batch_size=512, learning_rate=1e-4,
+              output_dimension=3, time_offsets=1, temperature=1.0, device="cpu",
+              verbose=False)
+
+
+def estimators():
+    return {
+        "CEBRA (dense search, 3 label columns)": cebra.CEBRA(conditional="time_delta", **SHARED),
+        "NER (KD-tree search)": NER(seed=0, **SHARED),
+        "NER (CEBRA's dense search)": NER(seed=0, exact_search=False, **SHARED),
+    }
+
+
+def prepared(estimator, neural, labels, steps):
+    estimator.set_params(max_iterations=steps)
+    solver, _, loader, _ = estimator._prepare_fit(neural, labels)
+    solver.to(loader.device)
+    solver.model.train()
+    return solver, iter(loader)
+
+
+def time_steps(solver, batches, n):
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        solver.step(next(batches))
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--session", default="Chewie_20161007")
+    parser.add_argument("--area", default="M1")
+    parser.add_argument("--blocks", type=int, default=10)
+    parser.add_argument("--steps-per-block", type=int, default=30)
+    args = parser.parse_args()
+
+    train = load_session(args.session, area=args.area).train
+    total = args.blocks * args.steps_per_block + 20
+    runs = {name: prepared(est, train.neural, train.labels, total)
+            for name, est in estimators().items()}
+    for solver, batches in runs.values():  # warm-up
+        time_steps(solver, batches, 20)
+    times = {name: [] for name in runs}
+    for _ in range(args.blocks):
+        for name, (solver, batches) in runs.items():
+            times[name] += time_steps(solver, batches, args.steps_per_block)
+
+    base = statistics.median(times["CEBRA (dense search, 3 label columns)"])
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, "
+                   f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "session": f"{args.session} {args.area} train split, {len(train.neural)} bins",
+        "median_ms": {name: 1000 * statistics.median(t) for name, t in times.items()},
+        "ratio_to_cebra": {name: statistics.median(t) / base for name, t in times.items()},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
