@@ -56,6 +56,13 @@ def _fetch(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from ner.evaluation.parity import main_compare
+
+    print(main_compare(args.upstream, as_json=args.json, methods=args.methods))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ner", description="Neural Embeddings Rank on stock CEBRA.")
@@ -84,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--dest", help="default: $NER_DATA_DIR, else ./data")
     fetch.add_argument("--base-url", help="mirror of the repository's raw files")
     fetch.set_defaults(run=_fetch)
+
+    compare = commands.add_parser(
+        "compare", help="recompute the paper's numbers from an original data_NER/ "
+        "folder, legacy protocol beside the stored values, then corrected")
+    compare.add_argument("--upstream", required=True,
+                         help="the original repository's data_NER/ folder")
+    compare.add_argument("--methods", nargs="*", help="default: every method found")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(run=_compare)
     return parser
 
 
