@@ -111,37 +111,97 @@ def rank_loss(features: torch.Tensor, labels: torch.Tensor,
     with torch.no_grad():
         distance = label_distance(labels, labels)
         order = _argsort_rows(-distance)
-        sorted_distance = distance.gather(1, order)
-        # Sorted far to near, the samples with D_ik >= D_ij end where j's tie
-        # group ends: a prefix sum up to there is the whole inner sum.
+        # Sorted far to near, the samples k with D_ik >= D_ij run up to the end
+        # of j's tie group; those with D_ik <= D_ij start at its beginning.
+        ranked = distance.gather(1, order)
         positions = torch.arange(m, device=labels.device).expand(m, m)
-        is_last = torch.ones_like(sorted_distance, dtype=torch.bool)
-        is_last[:, :-1] = sorted_distance[:, :-1] != sorted_distance[:, 1:]
+        is_first = torch.ones_like(ranked, dtype=torch.bool)
+        is_first[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+        is_last = is_first.roll(-1, dims=1)
+        group_start = (positions * is_first).cummax(1).values
         group_end = positions.masked_fill(~is_last, m).flip(1).cummin(1).values.flip(1)
-        # Row c * m + a of the features uses the sort of label row a.
-        order, group_end = (index.expand(copies, m, m) for index in (order, group_end))
+    if features.dtype != torch.float64 and _may_underflow(features, temperature):
+        # exp(S) under float32 is exact only within ~87 temperatures of the row's
+        # largest similarity; beyond that, compute in float64.
+        loss = _RankLoss.apply(features.double(), order, group_start, group_end,
+                               copies, float(temperature))
+        return loss.to(features.dtype)
+    return _RankLoss.apply(features, order, group_start, group_end, copies,
+                           float(temperature))
 
-    # The direct (non-matmul) distance keeps exact zeros and a zero gradient there.
-    distance = torch.cdist(features, features,
-                           compute_mode="donot_use_mm_for_euclid_dist")
+
+def _may_underflow(features: torch.Tensor, temperature: float) -> bool:
+    """Whether two samples may lie more than 80 temperatures apart (a cheap bound:
+    the diameter is at most twice the largest distance to the mean)."""
     with torch.no_grad():
-        # Shift each row by its largest similarity to another sample (the
-        # second-smallest distance; the smallest is the sample itself).
+        radius = (features - features.mean(0)).norm(dim=1).max()
+    return 2 * radius.item() > 80 * temperature
+
+
+class _RankLoss(torch.autograd.Function):
+    """The loss with its gradient written out: a few passes over the n x n
+    similarities instead of autograd's record of every step."""
+
+    @staticmethod
+    def forward(ctx, features, order, group_start, group_end, copies, temperature):
+        n = len(features)
+        m = n // copies
+        # Row c * m + a of the features uses the sort of label row a.
+        order, group_start, group_end = (
+            index.expand(copies, m, m) for index in (order, group_start, group_end))
+        # The direct (non-matmul) distance keeps exact zeros.
+        distance = torch.cdist(features, features,
+                               compute_mode="donot_use_mm_for_euclid_dist")
+        # Shift row i by its largest similarity to another sample (the
+        # second-smallest distance: the smallest is i itself) before exp.
         nearest = distance.topk(2, dim=1, largest=False).values[:, 1:]
-    # S_ik - max_k S_ik, written in place of a fresh tensor: no other op saves it.
-    shifted = (nearest - distance) / temperature
-    shifted.diagonal().fill_(-torch.inf)  # k != i
-    # Sum exp(S_ik) over the rows k that share each label.
-    per_label = shifted.exp().view(n, copies, m).sum(1).view(copies, m, m)
-    prefix = per_label.gather(2, order).cumsum(2)
-    tiny = torch.finfo(prefix.dtype).tiny  # guards log(0) should exp underflow
-    log_denominator = prefix.gather(2, group_end).clamp_min(tiny).log()
-    # Every j != i: all rows j (each label `copies` times) minus j = i, whose
-    # label distance 0 puts it in the nearest group, i.e. the whole row.
-    log_sum = copies * log_denominator.sum() - prefix[..., -1].clamp_min(tiny).log().sum()
-    shift = -nearest / temperature
-    total = -distance.sum() / temperature - (n - 1) * shift.sum() - log_sum
-    return -total / (n * (n - 1))
+        weights = (nearest - distance).div_(temperature)
+        weights.diagonal().fill_(-torch.inf)  # k != i
+        weights.exp_()  # exp(S_ik - shift_i)
+        # Sum over the rows k that share each label, then prefix sums far to near.
+        per_label = weights.view(n, copies, m).sum(1).view(copies, m, m)
+        prefix = per_label.gather(2, order).cumsum_(2)
+        tiny = _tiny(prefix)  # guards log(0) should exp underflow
+        denominator = prefix.gather(2, group_end).clamp_min_(tiny)
+        # j = i has label distance 0: its denominator is the whole row.
+        whole = prefix[..., -1].clamp_min(tiny)
+        # Every j != i: all rows j (each label `copies` times) minus j = i.
+        log_sum = copies * denominator.log().sum() - whole.log().sum()
+        shift_sum = -nearest.sum() / temperature
+        total = -distance.sum() / temperature - (n - 1) * shift_sum - log_sum
+        ctx.save_for_backward(features, distance, weights, denominator, whole,
+                              order, group_start)
+        ctx.copies, ctx.temperature = copies, temperature
+        return -total / (n * (n - 1))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        features, distance, weights, denominator, whole, order, group_start = ctx.saved_tensors
+        copies, temperature = ctx.copies, ctx.temperature
+        n = len(features)
+        m = n // copies
+        # d loss_i / d S_ik = 1 - exp(S_ik) * sum_{j != i, D_ij <= D_ik} 1 / den_ij:
+        # a suffix sum (near side) of 1/den from the start of k's tie group.
+        # A denominator clamped at `tiny` has no gradient, as its clamp.
+        inverse = (copies / denominator).masked_fill_(denominator <= _tiny(denominator), 0.0)
+        near_sum = inverse.flip(2).cumsum(2).flip(2)
+        reach = near_sum.gather(2, group_start) - (1 / whole)[..., None]
+        reach = torch.empty_like(reach).scatter_(2, order, reach)  # label order
+        # Written as (exp(S) reach - 1): the negated gradient, sign folded in below.
+        grad = (weights.view(n, copies, m) * reach.view(n, 1, m)).view(n, n).sub_(1)
+        grad.diagonal().zero_()
+        # S = -distance / T and the loss is -total / (n (n - 1)); per unit distance,
+        # since d d_ik / d f_i = (f_i - f_k) / d_ik.
+        grad.mul_(-grad_output / (temperature * n * (n - 1))).div_(distance)
+        grad.masked_fill_(distance == 0, 0.0)  # coinciding samples: no direction
+        # f_i moves both d_ik (row i) and d_ki (column i).
+        grad_features = ((grad.sum(1) + grad.sum(0))[:, None] * features
+                         - grad @ features - grad.T @ features)
+        return grad_features, None, None, None, None, None
+
+
+def _tiny(tensor: torch.Tensor) -> float:
+    return torch.finfo(tensor.dtype).tiny
 
 
 def _argsort_rows(values: torch.Tensor) -> torch.Tensor:

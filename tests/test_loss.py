@@ -83,6 +83,22 @@ def test_far_apart_embeddings_stay_finite():
     assert torch.isfinite(ref.grad).all()
 
 
+def test_small_temperature_stays_exact_in_float32():
+    # Samples ~100 temperatures apart: float32 exp would underflow; the loss
+    # switches to float64 and still matches the defining formula.
+    ref, pos, labels, _ = make_batch(32, ties=True, seed=7)
+    ref32 = (ref.detach() * 3).float().requires_grad_()
+    pos32 = (pos.detach() * 3).float().requires_grad_()
+    fast = RankLoss(0.05)(ref32, pos32, labels.float())
+    assert fast.dtype == torch.float32
+    exact = defining_formula(torch.cat([ref32, pos32]).double(),
+                             torch.cat([labels, labels]), 0.05)
+    assert fast.item() == pytest.approx(exact.item(), rel=1e-5)
+    fast.backward()
+    expected = torch.autograd.grad(exact, [ref32])[0]
+    assert torch.allclose(ref32.grad.double(), expected.double(), atol=1e-6)
+
+
 def test_identical_reference_and_positive_gives_finite_gradient():
     ref, _, labels, _ = make_batch(16, ties=False, seed=4)
     pos = ref.detach().clone().requires_grad_()
