@@ -152,12 +152,11 @@ class _RankLoss(torch.autograd.Function):
         # The direct (non-matmul) distance keeps exact zeros.
         distance = torch.cdist(features, features,
                                compute_mode="donot_use_mm_for_euclid_dist")
-        # Shift row i by its largest similarity to another sample (the
-        # second-smallest distance: the smallest is i itself) before exp.
-        nearest = distance.topk(2, dim=1, largest=False).values[:, 1:]
-        weights = (nearest - distance).div_(temperature)
-        weights.diagonal().fill_(-torch.inf)  # k != i
-        weights.exp_()  # exp(S_ik - shift_i)
+        # Shift row i by its largest similarity to another sample before exp;
+        # an infinite self-distance makes exp(S_ii) = 0, i.e. k != i.
+        distance.diagonal().fill_(torch.inf)
+        nearest = distance.amin(dim=1, keepdim=True)
+        weights = (nearest - distance).div_(temperature).exp_()  # exp(S_ik - shift_i)
         # Sum over the rows k that share each label, then prefix sums far to near.
         per_label = weights.view(n, copies, m).sum(1).view(copies, m, m)
         prefix = per_label.gather(2, order).cumsum_(2)
@@ -168,6 +167,7 @@ class _RankLoss(torch.autograd.Function):
         # Every j != i: all rows j (each label `copies` times) minus j = i.
         log_sum = copies * denominator.log().sum() - whole.log().sum()
         shift_sum = -nearest.sum() / temperature
+        distance.diagonal().zero_()
         total = -distance.sum() / temperature - (n - 1) * shift_sum - log_sum
         ctx.save_for_backward(features, distance, weights, denominator, whole,
                               order, group_start)
@@ -189,14 +189,14 @@ class _RankLoss(torch.autograd.Function):
         reach = torch.empty_like(reach).scatter_(2, order, reach)  # label order
         # Written as (exp(S) reach - 1): the negated gradient, sign folded in below.
         grad = (weights.view(n, copies, m) * reach.view(n, 1, m)).view(n, n).sub_(1)
-        grad.diagonal().zero_()
         # S = -distance / T and the loss is -total / (n (n - 1)); per unit distance,
         # since d d_ik / d f_i = (f_i - f_k) / d_ik.
         grad.mul_(-grad_output / (temperature * n * (n - 1))).div_(distance)
-        grad.masked_fill_(distance == 0, 0.0)  # coinciding samples: no direction
-        # f_i moves both d_ik (row i) and d_ki (column i).
+        grad.nan_to_num_(0.0, 0.0, 0.0)  # d = 0: self or coinciding samples
+        # f_i moves both d_ik (row i) and d_ki (column i). (f.T @ grad is much
+        # faster than grad.T @ f for this skinny product.)
         grad_features = ((grad.sum(1) + grad.sum(0))[:, None] * features
-                         - grad @ features - grad.T @ features)
+                         - grad @ features - (features.T @ grad).T)
         return grad_features, None, None, None, None, None
 
 
