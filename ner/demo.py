@@ -70,6 +70,8 @@ def draw_demo_figure(session, embeddings, decoded, results, path_stem):
             ax = fig.add_subplot(3, 2, 3 + 2 * row + column)
             plot_true_vs_decoded(ax, test.velocity[:, row] / 10,
                                  decoded[name][:, row] / 10, f"{axis_name} (cm/s)")
+            if row == 1:
+                ax.set_xlabel("time bin (30 ms)", fontsize=8)
     fig.axes[1].legend(fontsize=7, loc="upper right")
     fig.suptitle(f"{session.name} {session.area}: held-out trials", fontsize=10)
     written = save_figure(fig, path_stem)

@@ -38,7 +38,6 @@ def plot_true_vs_decoded(ax, truth, predicted, label, n_bins=400):
     ax.plot(np.asarray(truth)[:n_bins], color="0.3", lw=1, label="true")
     ax.plot(np.asarray(predicted)[:n_bins], color="tab:red", lw=1, label="decoded")
     ax.set_ylabel(label, fontsize=8)
-    ax.set_xlabel("time bin", fontsize=8)
     ax.tick_params(labelsize=7)
     return ax
 

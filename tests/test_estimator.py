@@ -114,3 +114,18 @@ def test_bad_input_is_named(session, mutate, message):
 def test_configured_columns_must_exist(session):
     with pytest.raises(ValueError, match="must index"):
         NER(**FAST, search_columns=(0, 5)).fit(session.neural, session.labels)
+
+
+@pytest.mark.slow
+def test_ner_beats_cebra_on_a_real_session(data_dir):
+    # A short version of `ner demo --session Chewie_20161007` (the paper trains
+    # 20000 steps; BENCHMARKS.md has those numbers).
+    from ner.data import load_session
+    from ner.demo import run_demo
+
+    session = load_session("Chewie_20161007", area="M1", data_dir=data_dir)
+    results = run_demo(session, iterations=1500, seed=0, device="cpu", verbose=False)
+    ner, cebra = results["NER"], results["CEBRA"]
+    assert ner["test_position_r2"] > 0.85
+    assert ner["test_position_r2"] > cebra["test_position_r2"]
+    assert ner["train_velocity_r2"] > cebra["train_velocity_r2"]
