@@ -93,9 +93,10 @@ class RankSolver(SingleSessionSolver):
 
     def _inference(self, batch: LabelledBatch) -> LabelledBatch:
         batch.to(self.device)
-        return LabelledBatch(self.model(batch.reference),
-                             self.model(batch.positive), batch.labels,
-                             batch.positive_labels)
+        # One pass over references and positives together.
+        both = self.model(torch.cat([batch.reference, batch.positive]))
+        reference, positive = both.split(len(batch.reference))
+        return LabelledBatch(reference, positive, batch.labels, batch.positive_labels)
 
     def step(self, batch: LabelledBatch) -> dict:
         self.optimizer.zero_grad()
