@@ -1,0 +1,237 @@
+"""The cache pipeline on tiny synthetic sessions: contents, provenance, resuming, errors."""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import scipy.io
+from sklearn.decomposition import PCA
+
+from ner import pipeline
+from ner.data import load_session, synthetic_session, write_session_mat
+from ner.data.sessions import Session
+from ner.pipeline import Unit, cache_path, read_npz, run_pipeline, table_path
+
+TINY = {"batch_size": 64}
+PAPER_METHODS = ("ner", "cebra3d", "cebra16d")
+CACHE_KEYS = {"train_embedding", "test_embedding", "train_labels", "test_labels", "trial_length",
+              "train_trial_ids", "test_trial_ids", "provenance"}
+
+
+def reaching_session(name, seed, area="M1", n_trials=40, trial_length=10):
+    """A small synthetic session whose trials cycle through the 8 directions, so that the last 20 %
+    (the test split) holds all 8, as the direction decoder needs."""
+    session = synthetic_session(n_trials=n_trials, n_neurons=20, trial_length=trial_length, seed=seed)
+    direction = session.angle[::trial_length]
+    occurrence = [np.sum(direction[:i] == d) for i, d in enumerate(direction)]
+    trials = np.lexsort((direction, occurrence))
+    rows = (trials[:, None] * trial_length + np.arange(trial_length)).ravel()
+    return Session(name, area, session.neural[rows], session.labels[rows], trial_length)
+
+
+def write_sessions(folder, n, start_seed=0):
+    folder.mkdir(exist_ok=True)
+    for seed in range(start_seed, start_seed + n):
+        write_session_mat(reaching_session(f"syn{seed}", seed), folder / f"syn{seed}_neural_con_dis_index.mat")
+    return folder
+
+
+def tiny(methods=("ner",)):
+    return {method: TINY for method in methods}
+
+
+def mtimes(out):
+    return {path: path.stat().st_mtime_ns for path in sorted(out.rglob("*.npz"))}
+
+
+def run(data, out, methods=("ner",), **kwargs):
+    settings = dict(methods=methods, iterations=20, device="cpu", progress=False, method_params=tiny(methods))
+    settings.update(kwargs)
+    return run_pipeline(data, out, **settings)
+
+
+def pca_method(*, iterations, seed, device, trial_length):
+    return PCA(n_components=3)
+
+
+def test_caches_and_tables_hold_everything_with_provenance(tmp_path):
+    data, out = write_sessions(tmp_path / "data", 2), tmp_path / "out"
+    summary = run(data, out, methods=PAPER_METHODS)
+    assert sorted(summary["computed"]) == sorted(f"{m}/syn{s}_M1" for m in PAPER_METHODS for s in (0, 1))
+    assert summary["skipped"] == [] and summary["failed"] == {}
+
+    session = load_session(data / "syn0_neural_con_dis_index.mat", "M1")
+    for method, dims in zip(PAPER_METHODS, (3, 3, 16)):
+        cache = read_npz(cache_path(out, Unit("syn0", "M1", method)))
+        assert set(cache) == CACHE_KEYS | {"loss"}
+        assert cache["train_embedding"].shape == (32 * 10, dims) and cache["test_embedding"].shape == (8 * 10, dims)
+        for key in ("train_embedding", "test_embedding", "train_labels", "test_labels", "loss"):
+            assert cache[key].dtype == np.float32
+        assert cache["loss"].shape == (20,) and np.isfinite(cache["loss"]).all()
+        np.testing.assert_array_equal(cache["test_labels"], session.test.labels)
+        np.testing.assert_array_equal(cache["train_trial_ids"], session.train.trial_ids)
+        assert int(cache["trial_length"]) == 10
+        provenance = cache["provenance"]
+        assert provenance["method"] == method and provenance["iterations"] == 20 and provenance["seed"] == 0
+        assert provenance["session_sha256"] == session.sha256
+        assert provenance["parameters"]["batch_size"] == 64
+        assert provenance["parameters"]["output_dimension"] == dims
+        assert provenance["sampler"] == ("kd-tree exact" if method == "ner" else "cebra dense")
+        assert set(provenance["versions"]) == {"ner", "cebra", "torch", "numpy", "sklearn"}
+        assert provenance["device"] == "cpu" and provenance["wall_time_s"] > 0
+        assert provenance["created_utc"].endswith("+00:00")
+
+    table = read_npz(table_path(out, "M1"))
+    assert table["methods"].tolist() == sorted(PAPER_METHODS) and table["sessions"].tolist() == ["syn0", "syn1"]
+    for split in ("train", "test"):
+        for metric in ("velocity_r2", "position_r2", "peak_accuracy"):
+            assert table[f"{split}_{metric}"].shape == (3, 2) and np.isfinite(table[f"{split}_{metric}"]).all()
+        assert table[f"{split}_accuracy_per_bin"].shape == (3, 2, 10)
+    assert table["provenance"]["protocol"] == "corrected" and len(table["provenance"]["inputs"]) == 6
+    assert list(out.rglob("*.part")) == []
+
+
+def test_rerun_skips_and_a_changed_request_or_force_recomputes(tmp_path):
+    data, out = write_sessions(tmp_path / "data", 2), tmp_path / "out"
+    run(data, out)
+    first = mtimes(out)
+
+    again = run(data, out)
+    assert again["computed"] == [] and sorted(again["skipped"]) == ["ner/syn0_M1", "ner/syn1_M1"]
+    assert again["tables"]["computed"] == [] and mtimes(out) == first
+
+    longer = run(data, out, iterations=25, sessions=["syn1"])
+    assert longer["computed"] == ["ner/syn1_M1"]
+    assert read_npz(cache_path(out, Unit("syn1", "M1", "ner")))["provenance"]["iterations"] == 25
+    assert len(longer["tables"]["computed"]) == 1  # an input changed, so the table is redone
+    after = mtimes(out)
+    assert after[cache_path(out, Unit("syn0", "M1", "ner"))] == first[cache_path(out, Unit("syn0", "M1", "ner"))]
+
+    forced = run(data, out, iterations=25, sessions=["syn1"], force=True)
+    assert forced["computed"] == ["ner/syn1_M1"] and forced["skipped"] == []
+    assert mtimes(out)[cache_path(out, Unit("syn1", "M1", "ner"))] > after[cache_path(out, Unit("syn1", "M1", "ner"))]
+
+
+def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path):
+    data, out = write_sessions(tmp_path / "data", 3), tmp_path / "out"
+    # 150 steps make a unit take long enough that the kill lands before the run is over.
+    script = (f"from ner.pipeline import run_pipeline\n"
+              f"run_pipeline({str(data)!r}, {str(out)!r}, methods=['ner'], iterations=150, device='cpu',"
+              f" progress=False, method_params={tiny()!r})\n")
+    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stderr=subprocess.PIPE)
+    caches = out / "embeddings" / "ner"
+    deadline = time.monotonic() + 120
+    while not list(caches.glob("*.npz")):
+        assert child.poll() is None, child.stderr.read().decode()
+        assert time.monotonic() < deadline, "the pipeline wrote no cache within 120 s"
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stderr.close()
+    finished = mtimes(out)
+    assert 1 <= len(finished) < 3, "the kill should land mid-run"
+    assert not table_path(out, "M1").exists()
+
+    summary = run(data, out, iterations=150)
+    done = {f"ner/{path.stem}" for path in finished}
+    assert set(summary["skipped"]) == done
+    assert set(summary["computed"]) == {f"ner/syn{s}_M1" for s in range(3)} - done
+    assert all(mtimes(out)[path] == stamp for path, stamp in finished.items())
+    assert len(list(caches.glob("*.npz"))) == 3 and table_path(out, "M1").exists()
+    assert list(out.rglob("*.part")) == []
+
+
+def test_temporary_files_of_dead_writers_are_removed_and_never_read(tmp_path):
+    data, out = write_sessions(tmp_path / "data", 1), tmp_path / "out"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = out / "embeddings" / "ner"
+    folder.mkdir(parents=True)
+    stale = folder / f".syn0_M1.npz.{dead.pid}.0123abcd.part"
+    live = folder / f".syn0_M1.npz.{os.getpid()}.0123abcd.part"
+    stale.write_bytes(b"half a file")
+    live.write_bytes(b"being written")
+    summary = run(data, out)
+    assert summary["computed"] == ["ner/syn0_M1"] and summary["stale_removed"] == [str(stale)]
+    assert not stale.exists() and live.exists()
+
+
+def test_sessions_and_areas_select_units(tmp_path):
+    data = write_sessions(tmp_path / "data", 2)
+    path = data / "syn0_neural_con_dis_index.mat"
+    contents = scipy.io.loadmat(path)
+    contents["neural_PMd"] = contents["neural_M1"][:, :12]
+    scipy.io.savemat(path, {key: value for key, value in contents.items() if not key.startswith("__")})
+
+    summary = run(data, tmp_path / "out", areas=["PMd"])
+    assert summary["computed"] == ["ner/syn0_PMd"]
+    assert read_npz(cache_path(tmp_path / "out", Unit("syn0", "PMd", "ner")))["train_embedding"].shape == (320, 3)
+    assert [p.name for p in (tmp_path / "out" / "results").iterdir()] == ["decoding_PMd.npz"]
+
+
+def test_registered_methods_run_and_a_failing_unit_does_not_stop_the_others(tmp_path, monkeypatch):
+    data, out = write_sessions(tmp_path / "data", 2), tmp_path / "out"
+    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
+    # 320 training bins are fewer than NER's batch of 512: its units fail, the PCA units still finish.
+    summary = run_pipeline(data, out, methods=["pca_plain", "ner"], iterations=20, device="cpu", progress=False)
+    assert sorted(summary["computed"]) == ["pca_plain/syn0_M1", "pca_plain/syn1_M1"]
+    assert set(summary["failed"]) == {"ner/syn0_M1", "ner/syn1_M1"}
+    assert "batch_size" in summary["failed"]["ner/syn0_M1"]
+    assert read_npz(table_path(out, "M1"))["methods"].tolist() == ["pca_plain"]
+    cache = read_npz(cache_path(out, Unit("syn0", "M1", "pca_plain")))
+    assert "loss" not in cache and cache["provenance"]["sampler"] is None
+    assert cache["provenance"]["iterations"] is None and cache["provenance"]["parameters"]["n_components"] == 3
+
+
+def test_parallel_workers_write_the_same_caches(tmp_path, monkeypatch):
+    data = write_sessions(tmp_path / "data", 2)
+    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
+    serial = run_pipeline(data, tmp_path / "serial", methods=["pca_plain"], progress=False)
+    parallel = run_pipeline(data, tmp_path / "parallel", methods=["pca_plain"], progress=False, n_jobs=2)
+    assert sorted(parallel["computed"]) == sorted(serial["computed"]) == ["pca_plain/syn0_M1", "pca_plain/syn1_M1"]
+    unit = Unit("syn1", "M1", "pca_plain")
+    np.testing.assert_allclose(read_npz(cache_path(tmp_path / "parallel", unit))["test_embedding"],
+                               read_npz(cache_path(tmp_path / "serial", unit))["test_embedding"], rtol=1e-5)
+
+
+def test_bad_requests_fail_early_with_clear_messages(tmp_path):
+    data = write_sessions(tmp_path / "data", 1)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no session files .*ner fetch"):
+        run(tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(ValueError, match="unknown method 'nerr'; available: ner, cebra3d, cebra16d"):
+        run_pipeline(data, tmp_path / "out", methods=["nerr"], progress=False)
+    with pytest.raises(ValueError, match="session.*syn7.*sessions there: syn0"):
+        run(data, tmp_path / "out", sessions=["syn7"])
+    with pytest.raises(ValueError, match="sessions is empty"):
+        run(data, tmp_path / "out", sessions=[])
+    with pytest.raises(ValueError, match="area.*S1.*areas recorded: M1"):
+        run(data, tmp_path / "out", areas=["S1"])
+    with pytest.raises(ValueError, match="method_params names cebra3d"):
+        run_pipeline(data, tmp_path / "out", methods=["ner"], method_params=tiny(["cebra3d"]), progress=False)
+    with pytest.raises(ValueError, match="bach_size"):
+        run_pipeline(data, tmp_path / "out", methods=["ner"], method_params={"ner": {"bach_size": 64}})
+    with pytest.raises(ValueError, match="n_jobs"):
+        run(data, tmp_path / "out", n_jobs=0)
+    with pytest.raises(ValueError, match="iterations"):
+        run(data, tmp_path / "out", iterations=0)
+    with pytest.raises(ValueError, match="folder"):
+        pipeline.register_method("../escape", pca_method)
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line_options_run_the_pipeline(tmp_path, monkeypatch, capsys):
+    data, out = write_sessions(tmp_path / "data", 1), tmp_path / "out"
+    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
+    parser = pipeline.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--data-dir", str(data), "--out", str(out), "--methods", "pca_plain", "--quiet"])
+    assert pipeline.run_from_args(args) == 0
+    assert capsys.readouterr().out.startswith("units: 1 computed, 0 up to date, 0 failed; tables: 1 written")
+    assert json.dumps(read_npz(cache_path(out, Unit("syn0", "M1", "pca_plain")))["provenance"])
