@@ -1,4 +1,4 @@
-"""The ``ner`` command: demo, sessions, fetch, compare."""
+"""The ``ner`` command: demo, sessions, fetch, compare, reproduce."""
 
 from __future__ import annotations
 
@@ -63,6 +63,12 @@ def _compare(args) -> int:
     return 0
 
 
+def _reproduce(args) -> int:
+    from ner.pipeline import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ner", description="Neural Embeddings Rank on stock CEBRA.")
@@ -100,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--methods", nargs="*", help="default: every method found")
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(run=_compare)
+
+    from ner.pipeline import add_arguments
+
+    reproduce = commands.add_parser(
+        "reproduce", help="train every method on every session and area into "
+        "data_NER/ (resumable), then the decoding tables")
+    add_arguments(reproduce)
+    reproduce.set_defaults(run=_reproduce)
     return parser
 
 
