@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cebra
 import matplotlib.pyplot as plt
-import numpy as np
 
 from ner.data import Session
 from ner.estimator import NER

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import tempfile
-from pathlib import Path
 from typing import Literal
 
 import cebra
@@ -13,6 +10,7 @@ import cebra.integrations.sklearn.utils as sklearn_utils
 import numpy as np
 import torch
 
+from ner.atomic import atomic_write
 from ner.loss import LabelDistance, RankLoss
 from ner.solver import RankLoader
 
@@ -168,15 +166,8 @@ class NER(cebra.CEBRA):
             raise ValueError("NER saves with the 'sklearn' backend only.")
         if not sklearn_utils.check_fitted(self):
             raise ValueError("NER is not fitted; fit it before saving.")
-        filename = Path(filename)
-        handle, tmp = tempfile.mkstemp(dir=filename.parent, suffix=".tmp")
-        os.close(handle)
-        try:
-            torch.save(self._get_state_dict(), tmp)
-            os.replace(tmp, filename)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_write(filename) as part:
+            torch.save(self._get_state_dict(), part)
 
     @classmethod
     def load(cls, filename, weights_only: bool = True, **kwargs) -> "NER":

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -36,6 +35,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from ner.atomic import atomic_write
 from ner.data import available_sessions, load_session
 from ner.data.sessions import DEFAULT_TRIAL_LENGTH, resolve_data_dir
 
@@ -67,7 +67,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # --- methods -------------------------------------------------------------------------------------
 
 def _paper_estimator(which, output_dimension, *, iterations, seed, device, trial_length):
-    from ner.demo import paper_estimators  # torch and cebra load only when a method is built
+    from ner.demo import (
+        paper_estimators,  # torch and cebra load only when a method is built
+    )
 
     estimator = paper_estimators(iterations, seed, device, verbose=False)[which]
     return estimator.set_params(output_dimension=output_dimension)
@@ -162,16 +164,8 @@ def table_path(out_dir, area: str) -> Path:
 
 def _write_atomic(path: Path, arrays: Mapping) -> None:
     """Write an .npz next to ``path`` and rename it into place: readers see the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
-    try:
-        with part.open("wb") as stream:
-            np.savez_compressed(stream, **arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
+    with atomic_write(path) as part, part.open("wb") as stream:
+        np.savez_compressed(stream, **arrays)
 
 
 def _pid_alive(pid: int) -> bool:

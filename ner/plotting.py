@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # figures are files; no screen on the machines this runs on
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ner.atomic import atomic_write  # noqa: E402
 
 
 def angle_colors(angles_deg) -> np.ndarray:
@@ -49,13 +49,7 @@ def save_figure(fig, path_stem, formats=("png", "pdf")) -> list[Path]:
     written = []
     for fmt in formats:
         target = path_stem.with_suffix(f".{fmt}")
-        handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=f".{fmt}")
-        os.close(handle)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_write(target) as part:
+            fig.savefig(part, format=fmt, dpi=150, bbox_inches="tight")
         written.append(target)
     return written

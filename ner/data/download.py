@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import secrets
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
 import pooch
+
+from ner.atomic import atomic_write
 
 from .sessions import FILE_SUFFIX, resolve_data_dir
 
@@ -125,9 +126,8 @@ def fetch(
 
 def _download(downloader, url: str, entry: RegistryEntry, target: Path) -> None:
     # Download next to the target and rename only once verified, so an interrupted or bad download
-    # never leaves a file under the real name. (Not mkstemp: its 0600 mode would stick to the file.)
-    partial = target.parent / f".{entry.filename}.{os.getpid()}.{secrets.token_hex(4)}.part"
-    try:
+    # never leaves a file under the real name.
+    with atomic_write(target) as partial:
         try:
             downloader(url, str(partial), None)
         except OSError as exc:  # requests' errors derive from OSError
@@ -140,6 +140,3 @@ def _download(downloader, url: str, entry: RegistryEntry, target: Path) -> None:
                 f"checksum mismatch for {entry.filename} downloaded from {url}: {mismatch}; the file was deleted. "
                 "Retry, or check that the mirror serves the upstream commit " + UPSTREAM_COMMIT
             )
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 from scipy.ndimage import gaussian_filter1d
+
+from ner.atomic import atomic_write
 
 from .sessions import Session
 
@@ -85,11 +86,6 @@ def write_session_mat(session: Session, path: str | os.PathLike) -> Path:
         "discrete_index": session.angle.astype(np.float64)[:, None],
         "t_dur": np.array([[float(session.trial_length)]]),
     }
-    partial = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
-    try:
-        with partial.open("wb") as stream:
-            scipy.io.savemat(stream, contents, format="5", do_compression=True)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_write(path) as partial, partial.open("wb") as stream:
+        scipy.io.savemat(stream, contents, format="5", do_compression=True)
     return path

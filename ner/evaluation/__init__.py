@@ -1,9 +1,27 @@
 """Evaluation of embeddings: decoding, cross-session alignment, statistics and parity checks."""
 
-from ner.evaluation.alignment import Alignment, LegacyAlignment, fit_alignment, legacy_alignment, procrustes, trial_averages
+from ner.evaluation.alignment import (
+    Alignment,
+    LegacyAlignment,
+    fit_alignment,
+    legacy_alignment,
+    procrustes,
+    trial_averages,
+)
 from ner.evaluation.cross_session import Session, cross_session_matrices
-from ner.evaluation.decoding import TrialDecoder, decode_session, score_trials, trial_positions
-from ner.evaluation.statistics import compare_methods, friedman, off_diagonal, paired_ttest, repeated_measures_anova
+from ner.evaluation.decoding import (
+    TrialDecoder,
+    decode_session,
+    score_trials,
+    trial_positions,
+)
+from ner.evaluation.statistics import (
+    compare_methods,
+    friedman,
+    off_diagonal,
+    paired_ttest,
+    repeated_measures_anova,
+)
 
 __all__ = [
     "Alignment",

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ner.evaluation.alignment import fit_alignment, legacy_alignment, trial_averages
-from ner.evaluation.decoding import DEFAULT_KNN_GRID, TrialDecoder, _check_pair, score_trials
+from ner.evaluation.decoding import (
+    DEFAULT_KNN_GRID,
+    TrialDecoder,
+    _check_pair,
+    score_trials,
+)
 
 __all__ = ["Session", "session_averages", "pair_alignment", "cross_session_matrices"]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ner.evaluation.alignment import trial_averages
 from ner.evaluation.cross_session import (
     METRICS,
     Session,
@@ -28,7 +29,6 @@ from ner.evaluation.cross_session import (
     session_averages,
 )
 from ner.evaluation.decoding import TrialDecoder, score_trials
-from ner.evaluation.alignment import trial_averages
 
 __all__ = ["load_embeddings", "compare", "format_report", "main_compare"]
 
