@@ -61,3 +61,17 @@ def test_averages_only_folders_listed():
 def test_missing_folder_raises(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         compare(tmp_path)
+
+
+@pytest.mark.slow
+def test_statistics_pair_methods_on_common_sessions():
+    result = compare(upstream(), methods=["NER_Chewie", "Cebra_Chewie"])
+    statistics = result["statistics"]
+    # NER has 7 of CEBRA's 10 sessions: the tests pair the 42 cross-session entries of those 7.
+    assert len(statistics["sessions"]) == 7
+    ttest = statistics["tests"]["position_r2"]["paired_ttest"]
+    ((a, b), t), = ttest.items()
+    assert t["df"] == 41
+    ner_minus_cebra = t["mean_difference"] * (1 if a == "NER_Chewie" else -1)
+    assert ner_minus_cebra > 0.1 and t["pvalue"] < 1e-6
+    assert "paired t-test" in format_report(result)

@@ -29,6 +29,7 @@ from ner.evaluation.cross_session import (
     session_averages,
 )
 from ner.evaluation.decoding import TrialDecoder, score_trials
+from ner.evaluation.statistics import compare_methods, off_diagonal
 
 __all__ = ["load_embeddings", "compare", "format_report", "main_compare"]
 
@@ -194,7 +195,27 @@ def compare(upstream_dir, methods=None, tolerance=1e-3) -> dict:
             "n_reproduced_by_some_candidate": sum(bool(p["matching_candidates"]) for p in pairs),
             "corrected": _matrices_to_lists(corrected),
         }
+    result["statistics"] = _statistics(result["fig5"])
     return result
+
+
+def _statistics(fig5) -> dict:
+    """The paper's paired tests between methods on the corrected Fig 5 cross-session
+    entries, over the sessions every method has (pairs matched by train/test session)."""
+    if len(fig5) < 2:
+        return {}
+    names = sorted(set.intersection(*(set(f["corrected"]["names"]) for f in fig5.values())))
+    if len(names) < 3:  # fewer than 6 cross-session pairs: no test worth reporting
+        return {}
+    tests = {}
+    for metric in METRICS:
+        scores = {}
+        for method, fig in fig5.items():
+            corrected = fig["corrected"]
+            rows = [corrected["names"].index(n) for n in names]
+            scores[method] = off_diagonal(np.asarray(corrected[metric])[np.ix_(rows, rows)])
+        tests[metric] = compare_methods(scores)
+    return {"sessions": names, "tests": tests}
 
 
 def _fig3(upstream_dir, embeddings):
@@ -261,7 +282,27 @@ def format_report(result) -> str:
             for d, row in zip(corrected["names"], corrected[m]):
                 scale = 100 if m == "peak_accuracy" else 1
                 lines.append(f"    {d:7s} " + " ".join(_fmt(v * scale) for v in row))
+    lines += _format_statistics(result.get("statistics") or {})
     return "\n".join(lines)
+
+
+def _format_statistics(statistics) -> list[str]:
+    if not statistics:
+        return []
+    n = len(statistics["sessions"])
+    lines = ["", f"== Statistics: corrected Fig 5 cross-session entries, {n * (n - 1)} pairs over "
+                 f"sessions {', '.join(statistics['sessions'])} =="]
+    for metric, tests in statistics["tests"].items():
+        lines.append(f"  {metric}:")
+        for (a, b), t in tests["paired_ttest"].items():
+            lines.append(f"    paired t-test {a} vs {b}: mean diff {t['mean_difference']:+.4f}, "
+                         f"t({t['df']}) = {t['statistic']:.2f}, p = {t['pvalue']:.2g}")
+        for name in ("repeated_measures_anova", "friedman"):
+            if name in tests:
+                t = tests[name]
+                lines.append(f"    {name.replace('_', ' ')}: statistic {t['statistic']:.2f}, "
+                             f"df {t['df']}, p = {t['pvalue']:.2g}")
+    return lines
 
 
 def _jsonable(obj):
