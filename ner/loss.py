@@ -6,8 +6,9 @@ S_ij = -||f_i - f_j|| / T, the loss is
     -1/(n(n-1)) sum_i sum_{j != i} [ S_ij - log sum_{k != i, D_ik >= D_ij} exp(S_ik) ]
 
 The inner sum runs over every sample at least as far from i (in label space) as j,
-ties included. Sorting each row of D once and taking suffix log-sum-exps of S in
-that order gives every inner sum at once: O(n^2 log n) time, O(n^2) memory.
+ties included. Sorting each row of D once, far to near, and taking prefix sums of
+exp(S) in that order gives every inner sum at once: O(n^2 log n) time, O(n^2)
+memory. The gradient is written out too (one pass of suffix sums of 1/denominator).
 """
 
 from __future__ import annotations
