@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cebra
 import matplotlib.pyplot as plt
 
+from ner.baselines.cebra_baseline import cebra_baseline
 from ner.data import Session
 from ner.estimator import NER
 from ner.evaluation.decoding import decode_session
@@ -18,14 +18,9 @@ REPORTED = ("train_velocity_r2", "test_velocity_r2", "train_position_r2",
 
 def paper_estimators(iterations: int, seed: int | None = 0,
                      device: str = "cuda_if_available", verbose: bool = True) -> dict:
-    """NER and stock CEBRA with the paper's settings: 3-D output, offset1-model,
-    batch 512, learning rate 1e-4, temperature 1, time offset 1."""
-    shared = dict(model_architecture="offset1-model", batch_size=512,
-                  learning_rate=1e-4, temperature=1.0, output_dimension=3,
-                  time_offsets=1, max_iterations=iterations, device=device,
-                  verbose=verbose)
-    return {"NER": NER(seed=seed, **shared),
-            "CEBRA": cebra.CEBRA(conditional="time_delta", **shared)}
+    """NER (its defaults are the paper's) and the paper's 3-D stock CEBRA baseline."""
+    return {"NER": NER(max_iterations=iterations, seed=seed, device=device, verbose=verbose),
+            "CEBRA": cebra_baseline(3, iterations, device=device, verbose=verbose)}
 
 
 def run_demo(session: Session, iterations: int = 2000, seed: int | None = 0,
