@@ -1,30 +1,30 @@
-"""Session files -> ``data_NER/``: one embedding cache per (session, area, method), then decoding tables.
+"""Session files -> ``data_NER/``: one embedding cache per (session, area, method), then result tables.
 
-Layout of ``out_dir``::
+The folder layout is :mod:`ner.cache`'s, the tables :mod:`ner.tables`'. Each file holds a ``provenance``
+JSON string saying how it was made. Files are published by an atomic rename, so a killed run leaves none
+half-written; a rerun skips every cache whose provenance matches the request (method, parameters,
+iterations, seed, snapshots, sha256 of the session file) and every table whose input caches are
+unchanged, and redoes only the rest. Ctrl-C or SIGTERM stops the parallel workers too.
 
-    embeddings/<method>/<session>_<area>.npz   a method fitted on the training trials of one area
-    results/decoding_<area>.npz                decoding scores of every cached embedding of that area
+Methods come from :data:`METHODS` (``"ner"``, ``"cebra3d"``, ``"cebra16d"`` with the paper's settings, and
+two NER ablations). A name not found there is looked up in ``ner.baselines.make_baseline`` when that
+package is importable; :func:`register_method` adds others. A factory is called with keywords
+``iterations``, ``seed``, ``device`` and ``trial_length`` and returns an unfitted scikit-learn style
+estimator with ``fit(X, y)``, ``transform(X)`` and ``get_params()``/``set_params()``.
 
-Each file holds a ``provenance`` JSON string saying how it was made. Files are published by an atomic
-rename, so a killed run leaves none half-written; a rerun skips every cache whose provenance matches the
-request (method, parameters, iterations, seed, sha256 of the session file) and every table whose input
-caches are unchanged, and redoes only the rest.
-
-Methods come from :data:`METHODS` (``"ner"``, ``"cebra3d"``, ``"cebra16d"``, with the paper's settings).
-A name not found there is looked up in ``ner.baselines.make_baseline`` when that package is importable;
-:func:`register_method` adds others. A factory is called with keywords ``iterations``, ``seed``,
-``device`` and ``trial_length`` and returns an unfitted scikit-learn style estimator with
-``fit(X, y)``, ``transform(X)`` and ``get_params()``/``set_params()``.
+``snapshots`` (iterations, for CEBRA-family methods) also stores the embeddings the model gave at
+those points of its training: the data of the convergence figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
-import hashlib
 import json
-import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -35,9 +35,10 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from ner.atomic import atomic_write
+from ner.cache import cache_path, jsonable, matches, remove_stale_parts, versions, write_npz
 from ner.data import available_sessions, load_session
 from ner.data.sessions import DEFAULT_TRIAL_LENGTH, resolve_data_dir
+from ner.tables import build_tables
 
 __all__ = [
     "METHODS",
@@ -47,10 +48,6 @@ __all__ = [
     "available_methods",
     "make_estimator",
     "run_pipeline",
-    "build_tables",
-    "read_npz",
-    "cache_path",
-    "table_path",
     "add_arguments",
     "run_from_args",
 ]
@@ -58,21 +55,18 @@ __all__ = [
 DEFAULT_METHODS = ("ner", "cebra3d", "cebra16d")
 # Parameters that change what is printed, not what is computed: never a reason to retrain.
 UNMATCHED_PARAMETERS = ("verbose",)
-DECODING = {"protocol": "corrected", "decoder": "linear"}
-TABLE_METRICS = ("velocity_r2", "position_r2", "peak_accuracy", "accuracy_per_bin")
-_PART = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.part$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 # --- methods -------------------------------------------------------------------------------------
 
-def _paper_estimator(which, output_dimension, *, iterations, seed, device, trial_length):
+def _paper_estimator(which, output_dimension, *, iterations, seed, device, trial_length, **settings):
     from ner.demo import (
         paper_estimators,  # torch and cebra load only when a method is built
     )
 
     estimator = paper_estimators(iterations, seed, device, verbose=False)[which]
-    return estimator.set_params(output_dimension=output_dimension)
+    return estimator.set_params(output_dimension=output_dimension, **settings)
 
 
 def _baseline(name, *, iterations, seed, device, trial_length):
@@ -90,6 +84,10 @@ METHODS: dict[str, Callable] = {
     "ner": functools.partial(_paper_estimator, "NER", 3),
     "cebra3d": functools.partial(_paper_estimator, "CEBRA", 3),
     "cebra16d": functools.partial(_paper_estimator, "CEBRA", 16),
+    # Ablations the paper lacks: rank each positive by its own labels instead of its reference's, and
+    # search positives on all three label columns instead of the two velocities.
+    "ner_own_positives": functools.partial(_paper_estimator, "NER", 3, positive_labels="own"),
+    "ner_search_all": functools.partial(_paper_estimator, "NER", 3, search_columns=(0, 1, 2)),
 }
 
 
@@ -152,89 +150,7 @@ class Unit(NamedTuple):
         return f"{self.method}/{self.session}_{self.area}"
 
 
-def cache_path(out_dir, unit: Unit) -> Path:
-    """Where ``unit``'s embedding cache lives."""
-    return Path(out_dir) / "embeddings" / unit.method / f"{unit.session}_{unit.area}.npz"
-
-
-def table_path(out_dir, area: str) -> Path:
-    """Where the decoding table of ``area`` lives."""
-    return Path(out_dir) / "results" / f"decoding_{area}.npz"
-
-
-def _write_atomic(path: Path, arrays: Mapping) -> None:
-    """Write an .npz next to ``path`` and rename it into place: readers see the whole file or none."""
-    with atomic_write(path) as part, part.open("wb") as stream:
-        np.savez_compressed(stream, **arrays)
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # os.kill(pid, 0) would terminate the process on Windows; leave the file, readers skip it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_parts(out_dir: Path) -> list[Path]:
-    """Delete temporary files left by killed writers (a live writer's pid keeps its file)."""
-    removed = []
-    for folder in (out_dir / "embeddings", out_dir / "results"):
-        for part in folder.rglob(".*.part"):
-            match = _PART.match(part.name)
-            if match and not _pid_alive(int(match.group(1))):
-                part.unlink(missing_ok=True)
-                removed.append(part)
-    return removed
-
-
-def read_npz(path) -> dict:
-    """All arrays of a cache or table file, with ``provenance`` parsed into a dict."""
-    with np.load(path, allow_pickle=False) as contents:
-        data = {key: contents[key] for key in contents.files}
-    data["provenance"] = json.loads(str(data["provenance"]))
-    return data
-
-
-def _stored_provenance(path: Path) -> str | None:
-    """The provenance string of a published file, or None when it is missing or unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as contents:
-            return str(contents["provenance"])
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def _matches(path: Path, expected: Mapping) -> bool:
-    """Whether ``path`` is published and its provenance agrees with every field of ``expected``."""
-    stored = _stored_provenance(path)
-    if stored is None:
-        return False
-    stored = json.loads(stored)
-    return all(stored.get(key) == value for key, value in expected.items())
-
-
 # --- one unit --------------------------------------------------------------------------------------
-
-def _jsonable(value):
-    # Tuples become lists and unknown objects their repr, exactly as a stored provenance reads back.
-    return json.loads(json.dumps(value, default=repr, sort_keys=True))
-
-
-def _versions() -> dict:
-    import cebra
-    import sklearn
-    import torch
-
-    import ner
-
-    return {"ner": ner.__version__, "cebra": cebra.__version__, "torch": torch.__version__,
-            "numpy": np.__version__, "sklearn": sklearn.__version__}
-
 
 def _sampler(estimator) -> str | None:
     import cebra
@@ -254,16 +170,17 @@ def _loss_curve(estimator) -> np.ndarray | None:
     return None if curve is None else np.asarray(curve, dtype=np.float32)
 
 
-def _request(unit: Unit, estimator, iterations, seed, session) -> dict:
-    """The provenance fields a cache must match to be reused: method, parameters, iterations, seed and
-    the session file's sha256."""
+def _request(unit: Unit, estimator, iterations, seed, session, snapshots) -> dict:
+    """The provenance fields a cache must match to be reused: method, parameters, iterations, seed,
+    snapshots and the session file's sha256."""
     parameters = {key: value for key, value in estimator.get_params(deep=False).items()
                   if key not in UNMATCHED_PARAMETERS}
     return {
         "method": unit.method,
-        "parameters": _jsonable(parameters),
+        "parameters": jsonable(parameters),
         "iterations": parameters.get("max_iterations"),
         "seed": seed,
+        "snapshots": snapshots,
         "session_sha256": session.sha256,
     }
 
@@ -279,8 +196,36 @@ def _seed_everything(seed):
     torch.manual_seed(seed)
 
 
+class _Snapshots:
+    """A ``cebra.CEBRA.fit`` callback that embeds the training and test rates at chosen iterations."""
+
+    def __init__(self, iterations, train_neural, test_neural):
+        import torch
+
+        self.wanted = set(iterations)
+        self.inputs = {"train": torch.from_numpy(np.ascontiguousarray(train_neural, dtype=np.float32)),
+                       "test": torch.from_numpy(np.ascontiguousarray(test_neural, dtype=np.float32))}
+        self.taken = {"iterations": [], "train": [], "test": []}
+
+    def __call__(self, num_steps, solver):
+        import torch
+
+        if num_steps + 1 not in self.wanted:  # cebra counts steps from 0, after the first update
+            return
+        with torch.no_grad():
+            for split, inputs in self.inputs.items():
+                self.taken[split].append(solver.transform(inputs).cpu().numpy().astype(np.float32))
+        solver.model.train()  # transform switched the model to eval mode; training goes on
+        self.taken["iterations"].append(num_steps + 1)
+
+    def arrays(self) -> dict:
+        return {"snapshot_iterations": np.array(self.taken["iterations"], dtype=np.int64),
+                "snapshot_train_embedding": np.stack(self.taken["train"]),
+                "snapshot_test_embedding": np.stack(self.taken["test"])}
+
+
 def _run_unit(unit: Unit, path: Path, out_dir: Path, factory, params, iterations, seed, device, force,
-              verbose, single_thread):
+              verbose, single_thread, snapshots=None):
     """Fit, embed and cache one unit unless a matching cache exists; returns (unit, status, message)."""
     if single_thread:
         import torch
@@ -291,14 +236,18 @@ def _run_unit(unit: Unit, path: Path, out_dir: Path, factory, params, iterations
         estimator = _build(factory, iterations, seed, device, session.trial_length, params)
         if "verbose" in estimator.get_params(deep=False):
             estimator.set_params(verbose=verbose)
-        request = _request(unit, estimator, iterations, seed, session)
+        request = _request(unit, estimator, iterations, seed, session, snapshots)
         target = cache_path(out_dir, unit)
-        if not force and _matches(target, request):
+        if not force and matches(target, request):
             return unit, "skipped", None
         train, test = session.train, session.test
         _seed_everything(seed)
         start = time.perf_counter()
-        estimator.fit(train.neural, train.labels)
+        if snapshots:
+            hook = _Snapshots(snapshots, train.neural, test.neural)
+            estimator.fit(train.neural, train.labels, callback=hook, callback_frequency=1)
+        else:
+            estimator.fit(train.neural, train.labels)
         embeddings = {"train_embedding": estimator.transform(train.neural),
                       "test_embedding": estimator.transform(test.neural)}
         wall = time.perf_counter() - start
@@ -310,7 +259,7 @@ def _run_unit(unit: Unit, path: Path, out_dir: Path, factory, params, iterations
             "n_train_trials": train.n_trials,
             "n_test_trials": test.n_trials,
             "sampler": _sampler(estimator),
-            "versions": _versions(),
+            "versions": versions(),
             "device": str(getattr(estimator, "device_", None) or device),
             "wall_time_s": round(wall, 3),
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -327,83 +276,12 @@ def _run_unit(unit: Unit, path: Path, out_dir: Path, factory, params, iterations
         loss = _loss_curve(estimator)
         if loss is not None:
             arrays["loss"] = loss
-        _write_atomic(target, arrays)
+        if snapshots:
+            arrays.update(hook.arrays())
+        write_npz(target, arrays)
         return unit, "computed", None
     except Exception as error:  # one failing unit must not cost the others their work; the summary says why
         return unit, "failed", f"{type(error).__name__}: {error}"
-
-
-# --- tables ----------------------------------------------------------------------------------------
-
-def _caches_by_area(out_dir: Path) -> dict[str, dict[tuple[str, str], tuple[Path, str]]]:
-    """area -> {(method, session): (path, provenance string)} over every published cache."""
-    found: dict = {}
-    for path in sorted((out_dir / "embeddings").glob("*/*.npz")):
-        stored = _stored_provenance(path)
-        if stored is None:
-            continue  # unreadable: its unit will be recomputed by the next run
-        provenance = json.loads(stored)
-        found.setdefault(provenance["area"], {})[(provenance["method"], provenance["session"])] = (path, stored)
-    return found
-
-
-def build_tables(out_dir="data_NER", areas: Iterable[str] | None = None, force: bool = False) -> dict:
-    """Decode every cached embedding (corrected protocol, linear decoders) into one table per area.
-
-    ``results/decoding_<area>.npz`` holds ``methods`` (M), ``sessions`` (S), ``trial_length`` (S),
-    ``{train,test}_{velocity_r2,position_r2,peak_accuracy}`` (M x S) and ``{train,test}_accuracy_per_bin``
-    (M x S x longest trial, NaN-padded); NaN where a (method, session) has no cache or failed to decode.
-    A table whose input caches are unchanged is kept unless ``force``. Returns the table paths computed
-    and skipped, and ``failed`` {what: message}.
-    """
-    from ner.evaluation.decoding import decode_session
-
-    out_dir = Path(out_dir)
-    summary = {"computed": [], "skipped": [], "failed": {}}
-    for area, caches in sorted(_caches_by_area(out_dir).items()):
-        if areas is not None and area not in areas:
-            continue
-        target = table_path(out_dir, area)
-        inputs = {f"{method}/{session}": hashlib.sha256(stored.encode()).hexdigest()
-                  for (method, session), (_, stored) in sorted(caches.items())}
-        request = {**DECODING, "inputs": inputs}
-        if not force and _matches(target, request):
-            summary["skipped"].append(str(target))
-            continue
-        methods = sorted({method for method, _ in caches})
-        sessions = sorted({session for _, session in caches})
-        loaded = {key: read_npz(path) for key, (path, _) in caches.items()}
-        lengths = {session: int(data["trial_length"]) for (_, session), data in loaded.items()}
-        longest = max(lengths.values())
-        table = {}
-        for split in ("train", "test"):
-            for metric in TABLE_METRICS:
-                shape = (len(methods), len(sessions)) + ((longest,) if metric == "accuracy_per_bin" else ())
-                table[f"{split}_{metric}"] = np.full(shape, np.nan)
-        for (method, session), data in loaded.items():
-            i, j = methods.index(method), sessions.index(session)
-            try:
-                scores = decode_session(data["train_embedding"], data["train_labels"], data["test_embedding"],
-                                        data["test_labels"], lengths[session])
-            except ValueError as error:
-                summary["failed"][f"decoding {method}/{session}_{area}"] = str(error)
-                continue
-            for split in ("train", "test"):
-                for metric in TABLE_METRICS:
-                    value = scores[f"{split}_{metric}"]
-                    if metric == "accuracy_per_bin":
-                        table[f"{split}_{metric}"][i, j, :len(value)] = value
-                    else:
-                        table[f"{split}_{metric}"][i, j] = value
-        provenance = {**request, "area": area, "versions": _versions(),
-                      "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        _write_atomic(target, {
-            "methods": np.array(methods), "sessions": np.array(sessions),
-            "trial_length": np.array([lengths[session] for session in sessions]),
-            **table, "provenance": np.array(json.dumps(provenance, sort_keys=True)),
-        })
-        summary["computed"].append(str(target))
-    return summary
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -446,16 +324,62 @@ def _names(chosen, what) -> list[str] | None:
     return chosen
 
 
+def _is_cebra(estimator) -> bool:
+    import cebra
+
+    return isinstance(estimator, cebra.CEBRA)
+
+
+def _check_snapshots(snapshots, iterations) -> list[int] | None:
+    if snapshots is None:
+        return None
+    chosen = sorted(set(snapshots))
+    bad = [s for s in chosen if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= iterations]
+    if bad or not chosen:
+        raise ValueError(f"snapshots must be iterations between 1 and iterations={iterations}, got {snapshots!r}")
+    return chosen
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _stop_workers_on_interrupt(parallel: bool):
+    """Make SIGTERM stop the run as Ctrl-C does, and take the worker processes down with it.
+
+    Without this, a terminated parent leaves joblib's workers finishing their units (their caches are
+    still whole, but the user asked for everything to stop).
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if parallel:
+            from joblib.externals.loky import get_reusable_executor
+
+            get_reusable_executor().shutdown(wait=False, kill_workers=True)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEFAULT_METHODS,
                  sessions: Iterable[str] | None = None, areas: Iterable[str] | None = None,
                  iterations: int = 20000, seed: int | None = 0, n_jobs: int = 1, force: bool = False,
                  device: str = "cuda_if_available", progress: bool = True,
-                 method_params: Mapping[str, Mapping] | None = None) -> dict:
-    """Fit every method on every (session, area), cache the embeddings, then build the decoding tables.
+                 method_params: Mapping[str, Mapping] | None = None,
+                 snapshots: Iterable[int] | None = None) -> dict:
+    """Fit every method on every (session, area), cache the embeddings, then build the result tables.
 
     ``data_dir`` defaults to $NER_DATA_DIR, else ./data. ``sessions`` and ``areas`` select a subset.
     ``method_params`` maps a method name to settings that override its defaults (e.g. batch_size).
     ``n_jobs > 1`` (or -1) fits units in parallel processes, one torch thread each.
+    ``snapshots``: iterations (at most ``iterations``) at which CEBRA-family methods also store their
+    embeddings, for convergence curves.
 
     Returns ``computed`` and ``skipped`` (unit names such as ``"ner/Chewie_20150629_M1"``), ``failed``
     ({what: message}; the run goes on past a failure), ``tables`` (from :func:`build_tables`),
@@ -474,28 +398,32 @@ def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEF
         raise ValueError(f"n_jobs must be a positive integer or -1 (all cores), got {n_jobs!r}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    snapshots = _check_snapshots(snapshots, iterations)
     factories = {method: _factory(method) for method in methods}
     for method, factory in factories.items():
         # Build each method once now, so that a wrong setting fails here and not in every unit.
-        _build(factory, iterations, seed, device, DEFAULT_TRIAL_LENGTH, method_params.get(method))
+        estimator = _build(factory, iterations, seed, device, DEFAULT_TRIAL_LENGTH, method_params.get(method))
+        if snapshots and not _is_cebra(estimator):
+            raise ValueError(f"snapshots need a CEBRA-family method; {method!r} is a {type(estimator).__name__}")
 
     units, unreadable = _plan(data_dir, methods, sessions, areas)
     out_dir = Path(out_dir)
-    stale = _remove_stale_parts(out_dir)
+    stale = remove_stale_parts(out_dir)
     verbose = progress and n_jobs == 1  # per-iteration bars only when units run one after another
     tasks = (delayed(_run_unit)(unit, path, out_dir, factories[unit.method], method_params.get(unit.method),
-                                iterations, seed, device, force, verbose, n_jobs != 1)
+                                iterations, seed, device, force, verbose, n_jobs != 1, snapshots)
              for unit, path in units)
     summary = {"computed": [], "skipped": [], "failed": dict(unreadable)}
-    results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
-    with tqdm(total=len(units), desc="units", unit="unit", disable=not progress) as bar:
-        for unit, status, message in results:
-            if status == "failed":
-                summary["failed"][str(unit)] = message
-            else:
-                summary[status].append(str(unit))
-            bar.set_postfix_str(f"{status} {unit}")
-            bar.update()
+    with _stop_workers_on_interrupt(n_jobs != 1):
+        results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
+        with tqdm(total=len(units), desc="units", unit="unit", disable=not progress) as bar:
+            for unit, status, message in results:
+                if status == "failed":
+                    summary["failed"][str(unit)] = message
+                else:
+                    summary[status].append(str(unit))
+                bar.set_postfix_str(f"{status} {unit}")
+                bar.update()
     tables = build_tables(out_dir, areas=sorted({unit.area for unit, _ in units}), force=force)
     summary["failed"].update(tables.pop("failed"))
     summary.update(tables=tables, stale_removed=[str(path) for path in stale],
@@ -517,6 +445,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="parallel units (-1: all cores)")
     parser.add_argument("--device", default="cuda_if_available")
+    parser.add_argument("--snapshots", type=int, nargs="+",
+                        help="iterations at which CEBRA-family methods also store their embeddings")
     parser.add_argument("--force", action="store_true", help="recompute even up-to-date caches")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -537,6 +467,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     summary = run_pipeline(data_dir=args.data_dir, out_dir=args.out, methods=args.methods,
                            sessions=args.sessions, areas=args.areas, iterations=args.iterations,
                            seed=args.seed, n_jobs=args.jobs, force=args.force, device=args.device,
-                           progress=not args.quiet)
+                           progress=not args.quiet, snapshots=args.snapshots)
     print(format_summary(summary))
     return 1 if summary["failed"] else 0

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from sklearn.decomposition import PCA
 from ner import pipeline
 from ner.data import load_session, synthetic_session, write_session_mat
 from ner.data.sessions import Session
-from ner.pipeline import Unit, cache_path, read_npz, run_pipeline, table_path
+from ner.cache import cache_path, cross_session_path, read_npz, table_path
+from ner.pipeline import Unit, run_pipeline
 
 TINY = {"batch_size": 64}
 PAPER_METHODS = ("ner", "cebra3d", "cebra16d")
@@ -173,7 +175,8 @@ def test_sessions_and_areas_select_units(tmp_path):
     summary = run(data, tmp_path / "out", areas=["PMd"])
     assert summary["computed"] == ["ner/syn0_PMd"]
     assert read_npz(cache_path(tmp_path / "out", Unit("syn0", "PMd", "ner")))["train_embedding"].shape == (320, 3)
-    assert [p.name for p in (tmp_path / "out" / "results").iterdir()] == ["decoding_PMd.npz"]
+    assert sorted(p.name for p in (tmp_path / "out" / "results").iterdir()) == [
+        "cross_session_syn0.npz", "decoding_PMd.npz"]
 
 
 def test_registered_methods_run_and_a_failing_unit_does_not_stop_the_others(tmp_path, monkeypatch):
@@ -233,5 +236,103 @@ def test_command_line_options_run_the_pipeline(tmp_path, monkeypatch, capsys):
     parser = pipeline.add_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--data-dir", str(data), "--out", str(out), "--methods", "pca_plain", "--quiet"])
     assert pipeline.run_from_args(args) == 0
-    assert capsys.readouterr().out.startswith("units: 1 computed, 0 up to date, 0 failed; tables: 1 written")
+    assert capsys.readouterr().out.startswith("units: 1 computed, 0 up to date, 0 failed; tables: 2 written")
     assert json.dumps(read_npz(cache_path(out, Unit("syn0", "M1", "pca_plain")))["provenance"])
+
+
+def test_tables_decode_with_both_decoders_and_cross_session_diagonals_match(tmp_path, monkeypatch):
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    for seed, name in enumerate(("Monk_20200101", "Monk_20200102", "Other_20200101")):
+        write_session_mat(reaching_session(name, seed), data / f"{name}_neural_con_dis_index.mat")
+    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
+    summary = run_pipeline(data, out, methods=["pca_plain"], progress=False)
+    assert summary["failed"] == {} and len(summary["tables"]["computed"]) == 3
+
+    table = read_npz(table_path(out, "M1"))
+    cross = read_npz(cross_session_path(out, "Monk"))
+    assert cross["units"].tolist() == ["Monk_20200101_M1", "Monk_20200102_M1"]
+    for decoder, prefix in (("linear", ""), ("knn", "knn_")):
+        for metric in ("velocity_r2", "position_r2", "peak_accuracy"):
+            matrix = cross[f"{decoder}_{metric}"]
+            assert matrix.shape == (1, 2, 2) and np.isfinite(matrix).all()
+            # The diagonal is the same-session test split, scored exactly as the decoding table does.
+            np.testing.assert_allclose(np.diag(matrix[0]), table[f"{prefix}test_{metric}"][0, :2])
+    assert not np.allclose(table["knn_test_velocity_r2"], table["test_velocity_r2"])
+    assert read_npz(cross_session_path(out, "Other"))["units"].tolist() == ["Other_20200101_M1"]
+
+
+def test_snapshots_store_the_embedding_at_chosen_iterations(tmp_path):
+    data, out = write_sessions(tmp_path / "data", 1), tmp_path / "out"
+    summary = run(data, out, snapshots=[5, 20, 12])
+    assert summary["failed"] == {}
+    cache = read_npz(cache_path(out, Unit("syn0", "M1", "ner")))
+    assert cache["snapshot_iterations"].tolist() == [5, 12, 20] and cache["provenance"]["snapshots"] == [5, 12, 20]
+    assert cache["snapshot_train_embedding"].shape == (3, 320, 3) and cache["snapshot_test_embedding"].shape == (3, 80, 3)
+    # The last snapshot is taken after the final update: it is the cached embedding itself.
+    np.testing.assert_allclose(cache["snapshot_test_embedding"][-1], cache["test_embedding"], atol=1e-6)
+    assert not np.allclose(cache["snapshot_test_embedding"][0], cache["test_embedding"], atol=1e-3)
+    assert run(data, out, snapshots=[5, 12, 20])["skipped"] == ["ner/syn0_M1"]
+    assert run(data, out)["computed"] == ["ner/syn0_M1"]  # a request without snapshots is another cache
+
+
+def test_bad_snapshots_are_refused(tmp_path, monkeypatch):
+    data = write_sessions(tmp_path / "data", 1)
+    with pytest.raises(ValueError, match="snapshots must be iterations between 1 and iterations=20"):
+        run(data, tmp_path / "out", snapshots=[0, 5])
+    with pytest.raises(ValueError, match="snapshots must be"):
+        run(data, tmp_path / "out", snapshots=[21])
+    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
+    with pytest.raises(ValueError, match="snapshots need a CEBRA-family method; 'pca_plain' is a PCA"):
+        run_pipeline(data, tmp_path / "out", methods=["pca_plain"], snapshots=[5], iterations=20, progress=False)
+
+
+SLOW_METHOD = """
+import os, sys, time
+from pathlib import Path
+from sklearn.decomposition import PCA
+from ner import pipeline
+
+class Slow(PCA):
+    def fit(self, X, y=None):
+        Path(sys.argv[2], str(os.getpid())).touch()
+        time.sleep(120)
+        return super().fit(X)
+
+def slow(*, iterations, seed, device, trial_length):
+    return Slow(n_components=3)
+
+pipeline.register_method("slow", slow)
+pipeline.run_pipeline(sys.argv[1], sys.argv[3], methods=["slow"], n_jobs=2, progress=False)
+"""
+
+
+def test_sigterm_stops_the_parallel_workers_too(tmp_path):
+    data, pids = write_sessions(tmp_path / "data", 2), tmp_path / "pids"
+    pids.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", SLOW_METHOD, str(data), str(pids), str(tmp_path / "out")],
+                             stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list(pids.iterdir())) < 2:
+        assert child.poll() is None, child.stderr.read().decode()
+        assert time.monotonic() < deadline, "the workers did not start within 120 s"
+        time.sleep(0.05)
+    workers = [int(path.name) for path in pids.iterdir()]
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) != 0
+    child.stderr.close()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "worker processes outlived the terminated pipeline"
+        time.sleep(0.1)
+    assert not (tmp_path / "out" / "embeddings").exists() or not list((tmp_path / "out").rglob("*.npz"))
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed worker whose parent is gone may linger as a zombie until reaped: that is not running.
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split(") ")[-1].startswith("Z"))
