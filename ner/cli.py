@@ -1,4 +1,4 @@
-"""The ``ner`` command: demo, sessions, fetch, compare, reproduce."""
+"""The ``ner`` command: demo, sessions, fetch, compare, reproduce, figures."""
 
 from __future__ import annotations
 
@@ -69,6 +69,26 @@ def _reproduce(args) -> int:
     return run_from_args(args)
 
 
+def _figures(args) -> int:
+    from ner.figures import figures_dir, run_notebooks
+
+    timings = run_notebooks(args.only, timeout=args.timeout, progress=not args.quiet)
+    for name, seconds in timings.items():
+        print(f"  {name:40s} {seconds:7.1f} s")
+    print(f"{len(timings)} notebooks, {sum(timings.values()):.0f} s; figures in {figures_dir()}")
+    return 0
+
+
+def _mc_maze(args) -> int:
+    from ner.mc_maze import run_from_args
+
+    try:
+        return run_from_args(args)
+    except ImportError as error:  # pynwb is the optional extra ner[nwb]
+        print(f"ner mc-maze: {error}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ner", description="Neural Embeddings Rank on stock CEBRA.")
@@ -114,6 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
         "data_NER/ (resumable), then the decoding tables")
     add_arguments(reproduce)
     reproduce.set_defaults(run=_reproduce)
+
+    figures = commands.add_parser(
+        "figures", help="execute the figure notebooks: data_NER/ -> figures/ (PDF and PNG)")
+    figures.add_argument("--only", nargs="+", help="notebook number prefixes, e.g. 01 12 (default: all)")
+    figures.add_argument("--timeout", type=int, default=600, help="seconds per notebook cell")
+    figures.add_argument("--quiet", action="store_true", help="no progress bar")
+    figures.set_defaults(run=_figures)
+
+    from ner.mc_maze import add_arguments as add_mc_maze_arguments
+
+    mc_maze = commands.add_parser(
+        "mc-maze", help="train NER and CEBRA on MC_Maze (DANDI 000128) maze conditions "
+        "into data_NER/mc_maze/ (resumable): the data of Figs 8 and 11")
+    add_mc_maze_arguments(mc_maze)
+    mc_maze.set_defaults(run=_mc_maze)
     return parser
 
 
@@ -121,7 +156,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as error:
         print(f"ner {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -53,3 +53,66 @@ def save_figure(fig, path_stem, formats=("png", "pdf")) -> list[Path]:
             fig.savefig(part, format=fmt, dpi=150, bbox_inches="tight")
         written.append(target)
     return written
+
+
+def plot_trial_averages_3d(ax, averages, angles_deg, title=""):
+    """One line per direction through its trial-averaged latent (directions x bins x dims), start marked."""
+    colors = angle_colors(angles_deg)
+    for trajectory, color in zip(np.asarray(averages), colors):
+        ax.plot(*trajectory[:, :3].T, color=color, lw=1.5)
+        ax.scatter(*trajectory[0, :3], color=color, s=8)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
+    return ax
+
+
+def plot_matrix(ax, matrix, names, title="", vmin=None, vmax=None, fmt="{:.2f}"):
+    """A train-session x test-session score matrix with its values written in the cells."""
+    matrix = np.asarray(matrix, dtype=float)
+    image = ax.imshow(matrix, cmap="viridis", vmin=vmin, vmax=vmax)
+    middle = np.nanmean(matrix) if vmin is None or vmax is None else (vmin + vmax) / 2
+    for (i, j), value in np.ndenumerate(matrix):
+        if np.isfinite(value):
+            ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=6,
+                    color="white" if value < middle else "black")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.set_xlabel("tested on", fontsize=7)
+    ax.set_ylabel("decoder trained on", fontsize=7)
+    ax.set_title(title, fontsize=8)
+    return image
+
+
+def plot_paired_scores(ax, values, method_labels, ylabel):
+    """Scores of several methods (methods x sessions): one grey line per session, a bar at the median."""
+    values = np.asarray(values, dtype=float)
+    positions = np.arange(len(values))
+    for column in values.T:
+        ax.plot(positions, column, color="0.75", lw=0.8, marker="o", ms=3, zorder=1)
+    medians = np.nanmedian(values, axis=1)
+    ax.bar(positions, medians, width=0.6, color="tab:blue", alpha=0.35, zorder=0)
+    for x, median in zip(positions, medians):
+        ax.text(x, median, f"{median:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(positions, method_labels, fontsize=7, rotation=20)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    return ax
+
+
+def plot_accuracy_over_time(ax, curves, method_labels, bin_ms, title=""):
+    """Direction accuracy per bin (methods x sessions x bins): mean over sessions with its standard error."""
+    curves = np.asarray(curves, dtype=float) * 100
+    time_ms = np.arange(curves.shape[-1]) * bin_ms
+    for method_curves, name in zip(curves, method_labels):
+        mean = np.nanmean(method_curves, axis=0)
+        count = np.sum(np.isfinite(method_curves), axis=0)
+        sem = np.nanstd(method_curves, axis=0) / np.sqrt(np.maximum(count, 1))
+        ax.plot(time_ms, mean, lw=1.5, label=name)
+        ax.fill_between(time_ms, mean - sem, mean + sem, alpha=0.2)
+    ax.axhline(100 / 8, color="0.6", ls=":", lw=1)
+    ax.set_xlabel("time from go cue (ms)", fontsize=8)
+    ax.set_ylabel("direction accuracy (%)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, frameon=False)
+    return ax

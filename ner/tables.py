@@ -63,6 +63,45 @@ def _publish(target: Path, arrays: dict, request: dict, **extra) -> None:
     write_npz(target, {**arrays, "provenance": np.array(json.dumps(provenance, sort_keys=True))})
 
 
+def _previous(target: Path, request: dict) -> dict | None:
+    """The table now at ``target`` and its input hashes, when it was made the same way, to reuse its cells."""
+    stored = stored_provenance(target)
+    if stored is None:
+        return None
+    provenance = json.loads(stored)
+    if any(provenance.get(key) != request[key] for key in ("table", "protocol", "decoders")):
+        return None
+    return {"table": read_npz(target), "inputs": provenance["inputs"], "new": request["inputs"]}
+
+
+def _same_input(previous: dict, key: str) -> bool:
+    return key in previous["inputs"] and previous["inputs"][key] == previous["new"][key]
+
+
+def _old_units(previous: dict, method: str) -> list:
+    """(area, session) of the units ``method`` had cached when the previous table was made."""
+    prefix = f"{method}/"
+    return sorted(tuple(reversed(key[len(prefix):].rsplit("_", 1))) for key in previous["inputs"] if key.startswith(prefix))
+
+
+def _reuse(previous, key, table, locate, cell) -> bool:
+    """Copy a decoding-table cell whose input cache is unchanged from the previous table."""
+    if previous is None or not _same_input(previous, key):
+        return False
+    old = previous["table"]
+    try:
+        where = locate(old)
+    except ValueError:
+        return False
+    for name in table:
+        width = min(table[name].shape[-1], old[name].shape[-1]) if table[name].ndim == 3 else None
+        if width is None:
+            table[name][cell] = old[name][where]
+        else:
+            table[name][cell][:width] = old[name][where][:width]
+    return True
+
+
 def decoding_tables(out_dir, areas: Iterable[str] | None = None, force: bool = False, summary=None) -> dict:
     """Decode every cached embedding of each area on its own session (linear and kNN decoders)."""
     from ner.evaluation.decoding import decode_session
@@ -83,6 +122,7 @@ def decoding_tables(out_dir, areas: Iterable[str] | None = None, force: bool = F
         sessions = sorted({p["session"] for p, _, _ in caches})
         loaded = {(p["method"], p["session"]): read_npz(path) for p, path, _ in caches}
         lengths = {session: int(data["trial_length"]) for (_, session), data in loaded.items()}
+        previous = _previous(target, request)
         longest = max(lengths.values())
         table = {}
         for prefix in _PREFIX.values():
@@ -92,6 +132,10 @@ def decoding_tables(out_dir, areas: Iterable[str] | None = None, force: bool = F
                     table[f"{prefix}{split}_{metric}"] = np.full(shape, np.nan)
         for (method, session), data in loaded.items():
             i, j = methods.index(method), sessions.index(session)
+            if _reuse(previous, f"{method}/{session}_{area}", table,
+                      lambda old: (old["methods"].tolist().index(method), old["sessions"].tolist().index(session)),
+                      (i, j)):
+                continue
             for decoder, prefix in _PREFIX.items():
                 try:
                     scores = decode_session(data["train_embedding"], data["train_labels"], data["test_embedding"],
@@ -145,8 +189,18 @@ def cross_session_tables(out_dir, subjects: Iterable[str] | None = None, force: 
             for metric in METRICS:
                 shape = (len(methods), n, n) + ((trial_length,) if metric == "accuracy_per_bin" else ())
                 table[f"{decoder}_{metric}"] = np.full(shape, np.nan)
+        previous = _previous(target, request)
         for m, method in enumerate(methods):
             present = [u for u in units if (method, *u) in loaded]
+            if previous is not None and all(_same_input(previous, f"{method}/{s}_{a}") for a, s in present) \
+                    and _old_units(previous, method) == present:
+                old, old_units = previous["table"], previous["table"]["units"].tolist()
+                row = old["methods"].tolist().index(method)
+                where = [old_units.index(f"{s}_{a}") for a, s in present]
+                index = [units.index(u) for u in present]
+                for key in table:
+                    table[key][m][np.ix_(index, index)] = old[key][row][np.ix_(where, where)]
+                continue
             sessions = {u: Session(*(loaded[(method, *u)][key] for key in
                                      ("train_embedding", "train_labels", "test_embedding", "test_labels")))
                         for u in present}

@@ -111,7 +111,8 @@ def test_rerun_skips_and_a_changed_request_or_force_recomputes(tmp_path):
     longer = run(data, out, iterations=25, sessions=["syn1"])
     assert longer["computed"] == ["ner/syn1_M1"]
     assert read_npz(cache_path(out, Unit("syn1", "M1", "ner")))["provenance"]["iterations"] == 25
-    assert len(longer["tables"]["computed"]) == 1  # an input changed, so the table is redone
+    # An input changed, so its area's table and its subject's matrices are redone; syn0's are kept.
+    assert sorted(longer["tables"]["computed"]) == [str(cross_session_path(out, "syn1")), str(table_path(out, "M1"))]
     after = mtimes(out)
     assert after[cache_path(out, Unit("syn0", "M1", "ner"))] == first[cache_path(out, Unit("syn0", "M1", "ner"))]
 
@@ -336,3 +337,42 @@ def alive(pid):
     # A killed worker whose parent is gone may linger as a zombie until reaped: that is not running.
     status = Path(f"/proc/{pid}/stat")
     return not (status.exists() and status.read_text().split(") ")[-1].startswith("Z"))
+
+
+def test_tables_redo_only_the_cells_whose_caches_changed(tmp_path, monkeypatch):
+    from ner import tables
+    from ner.evaluation import cross_session, decoding
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    for seed, name in enumerate(("Monk_20200101", "Monk_20200102")):
+        write_session_mat(reaching_session(name, seed), data / f"{name}_neural_con_dis_index.mat")
+    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
+    monkeypatch.setitem(pipeline.METHODS, "pca_other", pca_method)
+    run_pipeline(data, out, methods=["pca_plain", "pca_other"], progress=False)
+
+    calls = {"decode": 0, "cross": 0}
+    decode, cross = decoding.decode_session, cross_session.cross_session_matrices
+
+    def counted_decode(*args, **kwargs):
+        calls["decode"] += 1
+        return decode(*args, **kwargs)
+
+    def counted_cross(*args, **kwargs):
+        calls["cross"] += 1
+        return cross(*args, **kwargs)
+
+    monkeypatch.setattr(decoding, "decode_session", counted_decode)
+    monkeypatch.setattr(cross_session, "cross_session_matrices", counted_cross)
+    summary = run_pipeline(data, out, methods=["pca_plain"], sessions=["Monk_20200102"], force=True, progress=False)
+    assert summary["computed"] == ["pca_plain/Monk_20200102_M1"]
+    # Only the changed cache is decoded again (linear and kNN), only its method's matrices are redone.
+    assert calls == {"decode": 2, "cross": 2}
+    kept = {"decoding": read_npz(table_path(out, "M1")), "cross": read_npz(cross_session_path(out, "Monk"))}
+    tables.build_tables(out, force=True)
+    fresh = {"decoding": read_npz(table_path(out, "M1")), "cross": read_npz(cross_session_path(out, "Monk"))}
+    for which in kept:
+        for key, value in kept[which].items():
+            if key != "provenance":
+                np.testing.assert_allclose(value, fresh[which][key]) if value.dtype.kind == "f" else \
+                    np.testing.assert_array_equal(value, fresh[which][key])

@@ -1,0 +1,248 @@
+"""MC_Maze end to end: a small maze NWB file -> ner.mc_maze caches -> the Fig 8 and Fig 11 notebooks."""
+
+import hashlib
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pynwb = pytest.importorskip("pynwb")
+
+from ner import mc_maze  # noqa: E402
+from ner.cache import read_npz  # noqa: E402
+from ner.cli import main  # noqa: E402
+
+RATE_HZ = 1000.0
+TRIAL_S = 1.5
+ONSET_S = 0.6005  # half a sample off the 1 kHz grid
+BIN_MS = 20.0
+WINDOW = (-200.0, 600.0)
+N_BINS = 40
+TARGETS = {13: 23.0, 38: 168.5, 18: 326.6}  # condition id -> target angle (degrees), as in the paper's maze
+REPEATS = 3  # trials per (condition, version)
+ITERATIONS = 25
+SMALL = {"ner": {"batch_size": 64}, "cebra3d": {"batch_size": 64}}
+TRAIN = {"bin_ms": BIN_MS, "window": WINDOW, "device": "cpu", "verbose": False, "method_params": SMALL}
+SELECTIONS = ("straight-curve_13", "straight-curve_13-38-18")
+
+
+def write_maze(path):
+    """Conditions 13, 38, 18 in versions 0 (straight reach) and 1, 2 (bending left, right), interleaved;
+    40 units cosine-tuned to the hand velocity. Returns the trial table as (condition, version) rows."""
+    rng = np.random.default_rng(1)
+    plan = [(c, v) for _ in range(REPEATS) for v in range(3) for c in TARGETS]
+    rng.shuffle(plan)
+    times = np.arange(int(len(plan) * TRIAL_S * RATE_HZ)) / RATE_HZ
+    velocity = np.zeros((len(times), 2))
+    for trial, (condition, version) in enumerate(plan):
+        since = times - (trial * TRIAL_S + ONSET_S)
+        inside = (since >= 0) & (since < 0.4)
+        phase = np.where(inside, since / 0.4, 0.0)
+        forward = np.where(inside, 700.0 * np.sin(np.pi * phase) ** 2, 0.0)
+        sideways = np.where(inside, (0, 400.0, -400.0)[version] * np.sin(2 * np.pi * phase), 0.0)
+        angle = np.deg2rad(TARGETS[condition])
+        velocity[:, 0] += forward * np.cos(angle) - sideways * np.sin(angle)
+        velocity[:, 1] += forward * np.sin(angle) + sideways * np.cos(angle)
+
+    nwb = pynwb.NWBFile(session_description="synthetic maze", identifier="mc_maze_test",
+                        session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    preferred = rng.uniform(0, 2 * np.pi, 40)
+    rate = 12.0 + 0.04 * (velocity @ np.stack([np.cos(preferred), np.sin(preferred)]))
+    spikes = rng.random(rate.shape) < np.clip(rate, 0, None) / RATE_HZ
+    for unit in range(40):
+        nwb.add_unit(spike_times=times[spikes[:, unit]] + 0.0002)
+    for name, description in (("move_onset_time", "movement onset"), ("trial_type", "maze condition"),
+                              ("trial_version", "maze version"), ("success", "rewarded")):
+        nwb.add_trial_column(name, description)
+    nwb.add_trial_column("target_pos", "target positions (mm)", index=True)
+    for trial, (condition, version) in enumerate(plan):
+        angle = np.deg2rad(TARGETS[condition])
+        nwb.add_trial(start_time=trial * TRIAL_S, stop_time=(trial + 1) * TRIAL_S,
+                      move_onset_time=trial * TRIAL_S + ONSET_S, trial_type=condition, trial_version=version,
+                      success=True, target_pos=[100.0 * np.array([np.cos(angle), np.sin(angle)])])
+    behavior = nwb.create_processing_module("behavior", "hand kinematics")
+    behavior.add(pynwb.TimeSeries(name="hand_vel", data=velocity, unit="mm/s", rate=RATE_HZ, starting_time=0.0))
+    with pynwb.NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return np.array(plan)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mc_maze")
+    nwb = folder / "maze.nwb"
+    plan = write_maze(nwb)
+    out = folder / "data_NER"
+    summary = mc_maze.train_mc_maze(nwb, out, selections=SELECTIONS, iterations=ITERATIONS, **TRAIN)
+    return nwb, out, plan, summary
+
+
+def test_caches_hold_the_session_keys_and_per_bin_conditions(trained):
+    nwb, out, plan, summary = trained
+    assert sorted(summary["computed"]) == sorted(f"{m}/{s}" for m in ("ner", "cebra3d") for s in SELECTIONS)
+    assert summary["skipped"] == []
+    sha = hashlib.sha256(nwb.read_bytes()).hexdigest()
+    for method in ("ner", "cebra3d"):
+        for name in SELECTIONS:
+            conditions = mc_maze.SELECTIONS[name].conditions
+            n_trials = int(np.isin(plan[:, 0], conditions).sum())
+            n_train = n_trials * 4 // 5
+            data = read_npz(mc_maze.mc_maze_path(out, method, name))
+            assert {"train_embedding", "test_embedding", "train_labels", "test_labels", "trial_length",
+                    "train_trial_ids", "test_trial_ids", "loss", "provenance", "train_condition",
+                    "test_condition", "train_version", "test_version", "train_target_angle",
+                    "test_target_angle"} <= set(data)
+            assert int(data["trial_length"]) == N_BINS
+            for split, trials in (("train", n_train), ("test", n_trials - n_train)):
+                assert data[f"{split}_embedding"].shape == (trials * N_BINS, 3)
+                assert data[f"{split}_embedding"].dtype == np.float32
+                for key in ("labels", "trial_ids", "condition", "version", "target_angle"):
+                    assert len(data[f"{split}_{key}"]) == trials * N_BINS
+            # Recording order kept: the selection's trials of the plan, split 80/20.
+            chosen = np.flatnonzero(np.isin(plan[:, 0], conditions))
+            np.testing.assert_array_equal(data["train_trial_ids"][::N_BINS], chosen[:n_train])
+            np.testing.assert_array_equal(data["test_condition"][::N_BINS], plan[chosen[n_train:], 0])
+            np.testing.assert_array_equal(data["train_version"][::N_BINS], plan[chosen[:n_train], 1])
+            expected_angle = [TARGETS[c] for c in plan[chosen[:n_train], 0]]
+            np.testing.assert_allclose(data["train_target_angle"][::N_BINS], expected_angle, atol=0.01)
+            assert np.all(data["train_labels"][:, 2] == 0)  # the original's third label column
+            assert np.abs(data["train_labels"][:, :2]).max() > 300  # velocities in mm/s
+            assert len(data["loss"]) == ITERATIONS and np.all(np.isfinite(data["loss"]))
+            provenance = data["provenance"]
+            assert provenance["method"] == method and provenance["iterations"] == ITERATIONS
+            assert provenance["seed"] == 0 and provenance["nwb_sha256"] == sha
+            assert provenance["selection"] == {"name": name, "conditions": list(conditions),
+                                               "versions": None}
+            assert provenance["parameters"]["batch_size"] == 64
+            assert provenance["loading"]["bin_ms"] == BIN_MS and provenance["loading"]["angle_label"] == "zero"
+            assert {"ner", "cebra", "torch"} <= set(provenance["versions"])
+
+
+def test_rerun_skips_matching_caches_and_redoes_changed_ones(trained):
+    nwb, out, _, _ = trained
+    path = mc_maze.mc_maze_path(out, "ner", SELECTIONS[0])
+    before = path.stat().st_mtime_ns
+    again = mc_maze.train_mc_maze(nwb, out, selections=SELECTIONS, iterations=ITERATIONS, **TRAIN)
+    assert again["computed"] == [] and len(again["skipped"]) == 4
+    assert path.stat().st_mtime_ns == before
+    changed = mc_maze.train_mc_maze(nwb, out, methods="ner", selections=SELECTIONS[:1], iterations=ITERATIONS,
+                                    seed=1, **TRAIN)
+    assert changed["computed"] == [f"ner/{SELECTIONS[0]}"]
+    assert read_npz(path)["provenance"]["seed"] == 1
+    mc_maze.train_mc_maze(nwb, out, methods="ner", selections=SELECTIONS[:1], iterations=ITERATIONS, **TRAIN)
+    assert read_npz(path)["provenance"]["seed"] == 0
+
+
+def test_clear_errors(trained, tmp_path, monkeypatch, capsys):
+    nwb = trained[0]
+    with pytest.raises(FileNotFoundError, match="dandi download DANDI:000128"):
+        mc_maze.train_mc_maze(tmp_path / "absent.nwb", tmp_path)
+    empty = mc_maze.Selection("nothing", (99,))
+    with pytest.raises(ValueError, match=r"'nothing'.*matches no usable trial.*13, 18, 38"):
+        mc_maze.train_mc_maze(nwb, tmp_path, selections=["straight-curve_13", empty], **TRAIN)
+    assert not (tmp_path / "mc_maze").exists()  # checked before any training
+    with pytest.raises(ValueError, match="unknown selection 'straight_99'"):
+        mc_maze.train_mc_maze(nwb, tmp_path, selections=["straight_99"], **TRAIN)
+    assert mc_maze.parse_selection("mine=13,38/0") == mc_maze.Selection("mine", (13, 38), (0,))
+    with pytest.raises(ValueError, match="NAME=CONDITIONS"):
+        mc_maze.parse_selection("mine=13;38")
+
+    assert main(["mc-maze", "--nwb", str(tmp_path / "absent.nwb"), "--out", str(tmp_path)]) == 2
+    assert "dandi download" in capsys.readouterr().err
+    assert main(["mc-maze", "--nwb", str(nwb), "--out", str(tmp_path), "--selections", "none=99"]) == 2
+    assert "matches no usable trial" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "pynwb", None)
+    assert main(["mc-maze", "--nwb", str(nwb), "--out", str(tmp_path)]) == 2
+    assert 'pip install "ner[nwb]"' in capsys.readouterr().err
+
+
+def test_loader_reads_our_caches(trained):
+    out = trained[1]
+    runs = mc_maze.load_runs("ner", root=out)
+    assert runs.source == mc_maze.OURS and list(runs.runs) == list(SELECTIONS)
+    run = runs.runs["straight-curve_13-38-18"]
+    assert run.trial_length == N_BINS and run.bin_ms == BIN_MS
+    assert set(np.unique(run.condition["train"])) == set(TARGETS)
+    scores = mc_maze.decode(run)
+    assert scores["true_position"].shape == run.velocity["test"].shape
+    assert -5 < scores["velocity_r2"] <= 1 and -5 < scores["position_r2"] <= 1
+    assert not mc_maze.load_runs("ner", root=out.parent / "nowhere")
+
+
+def _figures(folder):
+    return sorted(path.name for path in folder.glob("*")) if folder.exists() else []
+
+
+def _point(monkeypatch, tmp_path, cache=None, reference=None):
+    figures = tmp_path / "figures"
+    monkeypatch.setenv("NER_CACHE_DIR", str(cache or tmp_path / "no_cache"))
+    monkeypatch.setenv("NER_FIGURES_DIR", str(figures))
+    if reference:
+        monkeypatch.setenv(mc_maze.REFERENCE_ENV, str(reference))
+    else:
+        monkeypatch.delenv(mc_maze.REFERENCE_ENV, raising=False)
+    return figures
+
+
+EXPECTED = ["fig08_mc_maze.pdf", "fig08_mc_maze.png", "fig11_cebra_mc_maze.pdf", "fig11_cebra_mc_maze.png"]
+
+
+def test_notebooks_draw_our_caches(trained, tmp_path, monkeypatch):
+    from ner.figures import run_notebooks
+
+    figures = _point(monkeypatch, tmp_path, cache=trained[1])
+    assert sorted(run_notebooks(["08", "11"], progress=False)) == ["08_mc_maze_straight_vs_curved.ipynb",
+                                                                   "11_cebra_mc_maze.ipynb"]
+    assert _figures(figures) == EXPECTED
+    assert all((figures / name).stat().st_size > 20_000 for name in EXPECTED)
+
+
+def test_notebooks_without_results_say_how_to_make_them(tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from ner.figures import notebooks_dir, run_notebooks
+
+    figures = _point(monkeypatch, tmp_path)
+    run_notebooks(["08", "11"], progress=False)
+    assert _figures(figures) == []
+    notebook = nbformat.read(notebooks_dir() / "08_mc_maze_straight_vs_curved.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(notebooks_dir())}}).execute()
+    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+    assert "dandi download DANDI:000128" in printed and "ner mc-maze --nwb" in printed
+
+
+@pytest.fixture
+def upstream_fig8():
+    value = os.environ.get("NER_REFERENCE_DIR")
+    folder = Path(value) / "upstream_data_NER" / "Fig8" if value else None
+    if folder is None or not folder.is_dir():
+        pytest.skip("NER_REFERENCE_DIR is not set (or holds no upstream_data_NER/Fig8)")
+    return folder
+
+
+def test_loader_reads_the_original_results(upstream_fig8, monkeypatch):
+    monkeypatch.setenv(mc_maze.REFERENCE_ENV, str(upstream_fig8))
+    ner_runs, cebra_runs = mc_maze.load_runs("ner"), mc_maze.load_runs("cebra3d")
+    assert ner_runs.source == mc_maze.ORIGINAL == cebra_runs.source
+    assert len(ner_runs.runs) == 8 and set(cebra_runs.runs) == set(ner_runs.runs)
+    run = ner_runs.runs["straight-curve_13-38-18"]
+    assert run.trial_length == 100 and run.n_trials("train") == 149 and run.n_trials("test") == 38
+    # condition ids recovered from the single-condition files' target angles
+    assert set(np.unique(run.condition["test"])) == {13, 38, 18}
+    assert set(np.unique(ner_runs.runs["up-down_31-38"].condition["train"])) == {31, 38}
+    scores = mc_maze.decode(run)
+    assert 0.3 < scores["velocity_r2"] <= 1 and 0.3 < scores["position_r2"] <= 1
+
+
+def test_notebooks_draw_the_original_results(upstream_fig8, tmp_path, monkeypatch):
+    from ner.figures import run_notebooks
+
+    figures = _point(monkeypatch, tmp_path, reference=upstream_fig8)
+    run_notebooks(["08", "11"], progress=False)
+    assert _figures(figures) == EXPECTED
+    assert all((figures / name).stat().st_size > 20_000 for name in EXPECTED)
