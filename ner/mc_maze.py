@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import textwrap
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -469,7 +470,9 @@ def decode(run: MazeRun) -> dict:
 
     Velocity: least squares from the embedding. Position: per-trial cumulative sum of velocity from 0,
     for truth and prediction alike, in mm. R^2 is sklearn's ``r2_score(truth, prediction)`` averaged
-    over x and y (the variance of the test trials that the decoder explains).
+    over x and y (the variance of the test trials that the decoder explains). ``train_velocity_r2`` and
+    ``train_position_r2`` are the in-sample scores on the training trials, the kind the original reported
+    as "explained variance"; the predictions and paths returned are the test trials'.
     """
     from sklearn.linear_model import LinearRegression
     from sklearn.metrics import r2_score
@@ -477,15 +480,17 @@ def decode(run: MazeRun) -> dict:
     from ner.evaluation.decoding import trial_positions
 
     model = LinearRegression().fit(run.embedding["train"], run.velocity["train"])
-    predicted = model.predict(run.embedding["test"])
-    truth = run.velocity["test"]
     scale = run.bin_ms / 1000.0  # mm/s summed over bins -> mm
-    true_position = trial_positions(truth, run.trial_length) * scale
-    predicted_position = trial_positions(predicted, run.trial_length) * scale
-    return {"velocity_r2": float(r2_score(truth, predicted)),
-            "position_r2": float(r2_score(true_position, predicted_position)),
-            "predicted_velocity": predicted, "true_position": true_position,
-            "predicted_position": predicted_position}
+    result = {}
+    for split, prefix in (("train", "train_"), ("test", "")):
+        truth = run.velocity[split]
+        predicted = model.predict(run.embedding[split])
+        true_position = trial_positions(truth, run.trial_length) * scale
+        predicted_position = trial_positions(predicted, run.trial_length) * scale
+        result[f"{prefix}velocity_r2"] = float(r2_score(truth, predicted))
+        result[f"{prefix}position_r2"] = float(r2_score(true_position, predicted_position))
+    result.update(predicted_velocity=predicted, true_position=true_position, predicted_position=predicted_position)
+    return result
 
 
 # --- the figure ----------------------------------------------------------------------------------------
@@ -562,8 +567,8 @@ def draw_figure(runset: RunSet, title: str, compare: RunSet | None = None):
     grouped = [(h, rs) for h, rs in grouped if rs] + ([("other selections", others)] if others else [])
     columns = max(4, max(len(rs) for _, rs in grouped))
     n_rows = 2 * len(grouped) + 1
-    fig = plt.figure(figsize=(2.6 * columns, 2.5 * n_rows))
-    grid = fig.add_gridspec(n_rows, columns, hspace=0.55, wspace=0.3)
+    fig = plt.figure(figsize=(2.8 * columns + 1.5, 2.7 * n_rows))
+    grid = fig.add_gridspec(n_rows, columns, hspace=0.75, wspace=0.3)
     scores = {}
     for index, (heading, row_runs) in enumerate(grouped):
         palette = _palette(row_runs)
@@ -574,7 +579,7 @@ def draw_figure(runset: RunSet, title: str, compare: RunSet | None = None):
             _draw_embedding(ax, run, palette)
             _draw_trajectories(fig.add_subplot(grid[2 * index + 1, column]), run, decoded, palette)
         first = fig.axes[-2 * len(row_runs)]
-        first.text2D(0.0, 1.32, heading, transform=first.transAxes, fontsize=9, fontweight="bold")
+        first.text2D(0.0, 1.3, heading, transform=first.transAxes, fontsize=10, fontweight="bold")
         handles = [Line2D([], [], color=colour, lw=1.5, label=text) for colour, text in palette.values()]
         shown = {int(v) for run in row_runs for v in np.unique(run.version["test"])}
         if len(shown) > 1:
@@ -609,15 +614,21 @@ def draw_figure(runset: RunSet, title: str, compare: RunSet | None = None):
             shift = (2 * offset + kind_index - (2 * len(sets) - 1) / 2) * width
             ax.bar(positions + shift, values, width, color=f"C{offset}", alpha=0.5 + 0.4 * kind_index,
                    hatch=hatch, label=f"{what}: {kind} R²")
+            in_sample = [table[n][f"train_{kind}_r2"] if n in table else np.nan for n in names]
+            ax.scatter(positions + shift, in_sample, marker="_", s=60, color="k", zorder=3,
+                       label="in-sample R² (training trials)" if offset == kind_index == 0 else None)
     ax.set_xticks(positions, names, rotation=30, ha="right", fontsize=6)
-    ax.set_ylim(min(0.0, np.nanmin([s[k] for s in scores.values() for k in ("velocity_r2", "position_r2")])), 1)
+    lowest = np.nanmin([s[k] for s in scores.values() for k in ("velocity_r2", "position_r2")])
+    ax.set_ylim(min(0.0, lowest - 0.05), 1)
     ax.tick_params(labelsize=6)
-    ax.set_ylabel("R² on held-out test trials", fontsize=7)
+    ax.set_ylabel("R² (bars: held-out test trials)", fontsize=7)
     ax.legend(fontsize=5, frameon=False)
 
-    fig.suptitle(f"{title}\nResults: {runset.source} ({runset.folder}). Embeddings and decoded hand paths "
-                 "of the held-out test trials (last 20 % of each selection's trials); a linear decoder "
-                 "fitted on the training trials.", fontsize=9, y=0.995)
+    note = (f"Results: {runset.source}, read from {runset.folder}. Embeddings and decoded hand paths of the "
+            "held-out test trials (the last 20 % of each selection's trials, in recording order); a linear "
+            "decoder fitted on the training trials reads hand velocity from the embedding, position is its "
+            "per-trial sum. Colour: condition (its target angle); line style: maze version.")
+    fig.suptitle(title + "\n" + "\n".join(textwrap.wrap(note, 40 * columns)), fontsize=9, y=1.0)
     return fig, scores
 
 

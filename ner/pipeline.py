@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import re
 import signal
 import threading
@@ -367,17 +368,48 @@ def _stop_workers_on_interrupt(parallel: bool):
             signal.signal(signal.SIGTERM, previous)
 
 
+BACKENDS = ("loky", "dask", "ray")
+
+
+@contextlib.contextmanager
+def _backend(name: str):
+    """joblib's backend ``name``: local processes (loky), or the workers of a Dask or Ray cluster."""
+    from joblib import parallel_config
+
+    if name == "loky":
+        yield
+        return
+    if name == "dask":
+        try:
+            import distributed
+        except ImportError as error:
+            raise ImportError(f'backend "dask" needs dask.distributed: pip install "ner[cluster]" ({error})') from None
+        # $DASK_SCHEDULER_ADDRESS names a running cluster; without it a local one is started for this run.
+        with distributed.Client(os.environ.get("DASK_SCHEDULER_ADDRESS")), parallel_config(backend="dask"):
+            yield
+        return
+    try:
+        from ray.util.joblib import register_ray
+    except ImportError as error:
+        raise ImportError(f'backend "ray" needs ray: pip install "ray[default]" ({error})') from None
+    register_ray()  # ray.init() happens on first use, joining $RAY_ADDRESS when it is set
+    with parallel_config(backend="ray"):
+        yield
+
+
 def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEFAULT_METHODS,
                  sessions: Iterable[str] | None = None, areas: Iterable[str] | None = None,
                  iterations: int = 20000, seed: int | None = 0, n_jobs: int = 1, force: bool = False,
                  device: str = "cuda_if_available", progress: bool = True,
                  method_params: Mapping[str, Mapping] | None = None,
-                 snapshots: Iterable[int] | None = None) -> dict:
+                 snapshots: Iterable[int] | None = None, backend: str = "loky") -> dict:
     """Fit every method on every (session, area), cache the embeddings, then build the result tables.
 
     ``data_dir`` defaults to $NER_DATA_DIR, else ./data. ``sessions`` and ``areas`` select a subset.
     ``method_params`` maps a method name to settings that override its defaults (e.g. batch_size).
-    ``n_jobs > 1`` (or -1) fits units in parallel processes, one torch thread each.
+    ``n_jobs > 1`` (or -1) fits units in parallel processes, one torch thread each, on joblib's
+    ``backend``: ``"loky"`` (this machine), ``"dask"`` (the cluster at $DASK_SCHEDULER_ADDRESS, else a local
+    one) or ``"ray"``.
     ``snapshots``: iterations (at most ``iterations``) at which CEBRA-family methods also store their
     embeddings, for convergence curves.
 
@@ -398,6 +430,8 @@ def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEF
         raise ValueError(f"n_jobs must be a positive integer or -1 (all cores), got {n_jobs!r}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     snapshots = _check_snapshots(snapshots, iterations)
     factories = {method: _factory(method) for method in methods}
     for method, factory in factories.items():
@@ -414,7 +448,7 @@ def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEF
                                 iterations, seed, device, force, verbose, n_jobs != 1, snapshots)
              for unit, path in units)
     summary = {"computed": [], "skipped": [], "failed": dict(unreadable)}
-    with _stop_workers_on_interrupt(n_jobs != 1):
+    with _backend(backend), _stop_workers_on_interrupt(n_jobs != 1 and backend == "loky"):
         results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
         with tqdm(total=len(units), desc="units", unit="unit", disable=not progress) as bar:
             for unit, status, message in results:
@@ -444,6 +478,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--iterations", type=int, default=20000, help="training steps (paper: 20000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="parallel units (-1: all cores)")
+    parser.add_argument("--backend", choices=BACKENDS, default="loky",
+                        help="where parallel units run: this machine (loky), a Dask or a Ray cluster")
     parser.add_argument("--device", default="cuda_if_available")
     parser.add_argument("--snapshots", type=int, nargs="+",
                         help="iterations at which CEBRA-family methods also store their embeddings")
@@ -467,6 +503,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     summary = run_pipeline(data_dir=args.data_dir, out_dir=args.out, methods=args.methods,
                            sessions=args.sessions, areas=args.areas, iterations=args.iterations,
                            seed=args.seed, n_jobs=args.jobs, force=args.force, device=args.device,
-                           progress=not args.quiet, snapshots=args.snapshots)
+                           progress=not args.quiet, snapshots=args.snapshots,
+                           backend=args.backend)
     print(format_summary(summary))
     return 1 if summary["failed"] else 0

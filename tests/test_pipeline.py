@@ -376,3 +376,17 @@ def test_tables_redo_only_the_cells_whose_caches_changed(tmp_path, monkeypatch):
             if key != "provenance":
                 np.testing.assert_allclose(value, fresh[which][key]) if value.dtype.kind == "f" else \
                     np.testing.assert_array_equal(value, fresh[which][key])
+
+
+def test_a_dask_cluster_runs_the_units(tmp_path, monkeypatch):
+    data = write_sessions(tmp_path / "data", 2)
+    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    serial = run_pipeline(data, tmp_path / "serial", methods=["pca_plain"], progress=False)
+    on_dask = run_pipeline(data, tmp_path / "dask", methods=["pca_plain"], progress=False, n_jobs=2, backend="dask")
+    assert sorted(on_dask["computed"]) == sorted(serial["computed"]) and on_dask["failed"] == {}
+    unit = Unit("syn0", "M1", "pca_plain")
+    np.testing.assert_allclose(read_npz(cache_path(tmp_path / "dask", unit))["test_embedding"],
+                               read_npz(cache_path(tmp_path / "serial", unit))["test_embedding"], rtol=1e-5)
+    with pytest.raises(ValueError, match="backend must be one of loky, dask, ray"):
+        run_pipeline(data, tmp_path / "x", methods=["pca_plain"], backend="spark", progress=False)
