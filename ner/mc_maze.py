@@ -43,9 +43,27 @@ import numpy as np
 
 from ner.cache import jsonable, matches, read_npz, versions, write_npz
 
-__all__ = ["Selection", "SELECTIONS", "FIGURE_GROUPS", "DEFAULT_METHODS", "HOW_TO", "OURS", "ORIGINAL",
-           "REFERENCE_ENV", "parse_selection", "mc_maze_path", "select_trials", "train_mc_maze", "MazeRun",
-           "RunSet", "load_runs", "decode", "draw_figure", "add_arguments", "run_from_args"]
+__all__ = [
+    "DEFAULT_METHODS",
+    "FIGURE_GROUPS",
+    "HOW_TO",
+    "ORIGINAL",
+    "OURS",
+    "REFERENCE_ENV",
+    "SELECTIONS",
+    "MazeRun",
+    "RunSet",
+    "Selection",
+    "add_arguments",
+    "decode",
+    "draw_figure",
+    "load_runs",
+    "mc_maze_path",
+    "parse_selection",
+    "run_from_args",
+    "select_trials",
+    "train_mc_maze",
+]
 
 DEFAULT_METHODS = ("ner", "cebra3d")
 DEFAULT_ITERATIONS = 5000  # the original's MC_Maze runs: 5000 iterations, learning rate 1e-4
@@ -231,7 +249,13 @@ def train_mc_maze(nwb, out_dir="data_NER", methods: Iterable[str] = DEFAULT_METH
     (``"<method>/<selection>"``), ``paths`` and ``wall_time_s``.
     """
     from ner.data.nwb import load_mc_maze
-    from ner.pipeline import UNMATCHED_PARAMETERS, _loss_curve, _sampler, _seed_everything, make_estimator
+    from ner.pipeline import (
+        UNMATCHED_PARAMETERS,
+        _loss_curve,
+        _sampler,
+        _seed_everything,
+        make_estimator,
+    )
 
     start = time.perf_counter()
     nwb = Path(nwb)
@@ -253,6 +277,10 @@ def train_mc_maze(nwb, out_dir="data_NER", methods: Iterable[str] = DEFAULT_METH
                                    area=area)
     sha256 = _file_sha256(nwb)
     parts = {s.name: select_trials(session, trials, s, condition_column, angle_label) for s in chosen}
+    few = [f"{name} ({part.n_trials})" for name, (part, _) in parts.items() if part.n_train_trials in (0, part.n_trials)]
+    if few:
+        raise ValueError(f"selection(s) {', '.join(few)} hold too few trials for a training and a test split "
+                         "(80/20 needs at least 2)")
 
     summary = {"computed": [], "skipped": [], "paths": []}
     for selection in chosen:
@@ -508,7 +536,7 @@ def _group_label(key: str, angle: float) -> str:
 
 
 def _palette(runs: list[MazeRun]) -> dict:
-    """A colour per group of a figure row, in order of target angle."""
+    """A colour per group (condition) of the figure, in order of target angle, the same in every panel."""
     import matplotlib.pyplot as plt
 
     angles = {}
@@ -517,8 +545,8 @@ def _palette(runs: list[MazeRun]) -> dict:
             for key, angle in zip(_group_keys(run, split), run.target_angle[split][::run.trial_length]):
                 angles.setdefault(key, angle)
     keys = sorted(angles, key=lambda k: (angles[k], k))
-    colours = plt.get_cmap("tab10").colors
-    return {key: (colours[index % 10], _group_label(key, angles[key])) for index, key in enumerate(keys)}
+    colours = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20").colors
+    return {key: (colours[index % len(colours)], _group_label(key, angles[key])) for index, key in enumerate(keys)}
 
 
 _VERSION_STYLES = {0: "-", 1: "--", 2: ":"}
@@ -570,8 +598,10 @@ def draw_figure(runset: RunSet, title: str, compare: RunSet | None = None):
     fig = plt.figure(figsize=(2.8 * columns + 1.5, 2.7 * n_rows))
     grid = fig.add_gridspec(n_rows, columns, hspace=0.75, wspace=0.3)
     scores = {}
+    colours = _palette([run for _, row_runs in grouped for run in row_runs])
     for index, (heading, row_runs) in enumerate(grouped):
-        palette = _palette(row_runs)
+        keys = {key for run in row_runs for split in ("train", "test") for key in _group_keys(run, split)}
+        palette = {key: value for key, value in colours.items() if key in keys}
         for column, run in enumerate(row_runs):
             decoded = decode(run)
             scores[run.name] = decoded
@@ -622,7 +652,7 @@ def draw_figure(runset: RunSet, title: str, compare: RunSet | None = None):
     ax.set_ylim(min(0.0, lowest - 0.05), 1)
     ax.tick_params(labelsize=6)
     ax.set_ylabel("R² (bars: held-out test trials)", fontsize=7)
-    ax.legend(fontsize=5, frameon=False)
+    ax.legend(fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
     note = (f"Results: {runset.source}, read from {runset.folder}. Embeddings and decoded hand paths of the "
             "held-out test trials (the last 20 % of each selection's trials, in recording order); a linear "

@@ -11,9 +11,9 @@ import pytest
 
 pynwb = pytest.importorskip("pynwb")
 
-from ner import mc_maze  # noqa: E402
-from ner.cache import read_npz  # noqa: E402
-from ner.cli import main  # noqa: E402
+from ner import mc_maze
+from ner.cache import read_npz
+from ner.cli import main
 
 RATE_HZ = 1000.0
 TRIAL_S = 1.5
