@@ -18,7 +18,7 @@ from ner.cache import cache_path, cross_session_path, read_npz, table_path
 from ner.pipeline import Unit
 
 __all__ = ["BIN_MS", "LABELS", "cache_dir", "figures_dir", "notebooks_dir", "embedding", "decoding",
-           "cross_session", "method_rows", "label", "decode", "aligned_latents", "save", "trial_average", "run_notebooks"]
+           "cross_session", "method_rows", "label", "decode", "aligned_latents", "short_name", "draw_cross_session", "draw_aligned_latents", "save", "trial_average", "run_notebooks"]
 
 BIN_MS = 30  # every reaching session is binned at 30 ms
 LABELS = {"ner": "NER", "cebra3d": "CEBRA 3-D", "cebra16d": "CEBRA 16-D", "pivae": "piVAE", "pca": "PCA",
@@ -118,6 +118,56 @@ def aligned_latents(caches: dict, anchor: str) -> dict:
         after = alignment.transform(before.reshape(-1, before.shape[-1])).reshape(before.shape)
         latents[name] = (before, after, angles)
     return latents
+
+
+def short_name(unit: str) -> str:
+    """``Chewie_20161007_M1`` -> ``C161007 M1``: unit names that fit under a matrix."""
+    session, area = unit.rsplit("_", 1)
+    subject, date = session.split("_", 1)
+    return f"{subject[0]}{date[2:]} {area}"
+
+
+def draw_cross_session(axes, table, method, units, decoders=("linear",),
+                       metrics=("velocity_r2", "position_r2", "peak_accuracy")):
+    """Cross-session matrices of ``method`` among ``units`` on ``axes``, one per (decoder, metric)."""
+    from ner.evaluation.statistics import off_diagonal
+    from ner.plotting import plot_matrix
+
+    m = table["methods"].tolist().index(method)
+    index = [table["units"].tolist().index(unit) for unit in units]
+    panels = [(decoder, metric) for decoder in decoders for metric in metrics]
+    if len(axes) != len(panels):
+        raise ValueError(f"{len(panels)} panels (decoders x metrics) need as many axes, got {len(axes)}")
+    for ax, (decoder, metric) in zip(axes, panels):
+        scale = 100 if metric == "peak_accuracy" else 1
+        matrix = table[f"{decoder}_{metric}"][m][np.ix_(index, index)] * scale
+        plot_matrix(ax, matrix, [short_name(unit) for unit in units],
+                    f"{label(method)}, {decoder}: {metric.replace('_', ' ')}\n"
+                    f"off-diagonal mean {np.nanmean(off_diagonal(matrix)):.2f}",
+                    vmin=0, vmax=scale, fmt="{:.2f}" if scale == 1 else "{:.0f}")
+
+
+def draw_aligned_latents(methods, units, anchor, styles=("-", "--", ":", "-.")):
+    """Test-trial averages of ``units`` per method, before (top) and after (bottom) alignment onto ``anchor``."""
+    import matplotlib.pyplot as plt
+
+    from ner.plotting import angle_colors
+
+    fig = plt.figure(figsize=(3.2 * len(methods), 6.6))
+    for col, method in enumerate(methods):
+        caches = {unit: embedding(method, *unit.rsplit("_", 1)) for unit in units}
+        latents = aligned_latents(caches, anchor)
+        for row, stage in enumerate(("before", "after")):
+            ax = fig.add_subplot(2, len(methods), row * len(methods) + col + 1, projection="3d")
+            for k, (before, after, angles) in enumerate(latents.values()):
+                for trajectory, color in zip(before if stage == "before" else after, angle_colors(angles)):
+                    ax.plot(*trajectory[:, :3].T, color=color, lw=1.2, ls=styles[k % len(styles)])
+            ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
+            ax.set_title(f"{label(method)}, {stage} alignment", fontsize=9)
+    fig.text(0.5, 0.01, "line style per unit: " + ", ".join(f"{styles[k % len(styles)]} {short_name(unit)}"
+                                                          for k, unit in enumerate(units))
+             + f"; aligned onto {short_name(anchor)}", ha="center", fontsize=8)
+    return fig
 
 
 def save(fig, name: str) -> list[Path]:
