@@ -107,10 +107,9 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_parts(out_dir: Path) -> list[Path]:
     """Delete temporary files left by killed writers (a live writer's pid keeps its file)."""
     removed = []
-    for folder in (Path(out_dir) / "embeddings", Path(out_dir) / "results"):
-        for part in folder.rglob(".*.part"):
-            match = _PART.match(part.name)
-            if match and not _pid_alive(int(match.group(1))):
-                part.unlink(missing_ok=True)
-                removed.append(part)
+    for part in Path(out_dir).rglob(".*.part"):
+        match = _PART.match(part.name)
+        if match and not _pid_alive(int(match.group(1))):
+            part.unlink(missing_ok=True)
+            removed.append(part)
     return removed

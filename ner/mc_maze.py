@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ner.cache import jsonable, matches, read_npz, versions, write_npz
+from ner.cache import jsonable, matches, read_npz, remove_stale_parts, versions, write_npz
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -282,6 +282,7 @@ def train_mc_maze(nwb, out_dir="data_NER", methods: Iterable[str] = DEFAULT_METH
         raise ValueError(f"selection(s) {', '.join(few)} hold too few trials for a training and a test split "
                          "(80/20 needs at least 2)")
 
+    remove_stale_parts(Path(out_dir) / "mc_maze")  # temporary files of killed runs
     summary = {"computed": [], "skipped": [], "paths": []}
     for selection in chosen:
         part, per_bin = parts[selection.name]
