@@ -1,0 +1,67 @@
+"""What the notebooks share: cache lookup, trial averages, alignment for display, panel helpers."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from ner import figures
+from ner.data import synthetic_session
+
+
+def cache_of(embedding_train, embedding_test, session):
+    return {"train_embedding": embedding_train, "test_embedding": embedding_test,
+            "train_labels": session.train.labels, "test_labels": session.test.labels,
+            "trial_length": np.int64(session.trial_length)}
+
+
+@pytest.fixture(scope="module")
+def session():
+    return synthetic_session(n_trials=80, n_neurons=10, trial_length=10, seed=3)
+
+
+def test_trial_average_puts_directions_first_with_their_angles(session):
+    labels = session.train.labels
+    latent = np.column_stack([labels[:, 2], labels[:, 0], labels[:, 1]])  # first dim = the angle itself
+    averages, angles = figures.trial_average(latent, labels, session.trial_length)
+    assert averages.shape == (8, session.trial_length, 3)
+    np.testing.assert_allclose(averages[:, 0, 0], angles)  # each direction's average sits at its angle
+    assert np.all(np.diff(angles) > 0)
+
+
+def test_aligned_latents_undo_a_rotation_and_shift(session):
+    rng = np.random.default_rng(0)
+    anchor_train, anchor_test = rng.normal(size=(len(session.train.labels), 3)), rng.normal(size=(len(session.test.labels), 3))
+    # Give the latents direction structure, so that trial averages determine the rotation.
+    anchor_train[:, :2] += session.train.labels[:, :2] / 50
+    anchor_test[:, :2] += session.test.labels[:, :2] / 50
+    rotation, shift = Rotation.from_euler("xyz", [40, -25, 70], degrees=True).as_matrix(), np.array([3.0, -1.0, 2.0])
+    caches = {"anchor": cache_of(anchor_train, anchor_test, session),
+              "moved": cache_of(anchor_train @ rotation + shift, anchor_test @ rotation + shift, session)}
+    latents = figures.aligned_latents(caches, "anchor")
+    before_anchor, after_anchor, _ = latents["anchor"]
+    before_moved, after_moved, _ = latents["moved"]
+    np.testing.assert_allclose(after_anchor, before_anchor, atol=1e-10)
+    assert np.abs(before_moved - before_anchor).max() > 1
+    np.testing.assert_allclose(after_moved, before_anchor, atol=1e-8)
+
+
+def test_short_names_and_clear_errors_for_missing_rows_and_caches(tmp_path):
+    assert figures.short_name("Chewie_20161007_M1") == "C161007 M1"
+    table = {"methods": np.array(["ner", "pca"])}
+    assert figures.method_rows(table, ["pca", "ner"]) == [1, 0]
+    with pytest.raises(KeyError, match="no cebra16d .*ner reproduce --methods cebra16d"):
+        figures.method_rows(table, ["ner", "cebra16d"])
+    with pytest.raises(FileNotFoundError, match="ner reproduce --methods ner --sessions S_1 --areas M1"):
+        figures.embedding("ner", "S_1", "M1", root=tmp_path)
+
+
+def test_cross_session_panels_need_one_axis_each():
+    table = {"methods": np.array(["ner"]), "units": np.array(["A_1_M1", "A_2_M1"]),
+             **{f"linear_{m}": np.full((1, 2, 2), 0.5) for m in ("velocity_r2", "position_r2", "peak_accuracy")}}
+    fig, axes = plt.subplots(1, 3)
+    figures.draw_cross_session(axes, table, "ner", ["A_2_M1", "A_1_M1"])
+    assert axes[1].get_title().startswith("NER, linear: position r2")
+    with pytest.raises(ValueError, match="3 panels .* need as many axes, got 2"):
+        figures.draw_cross_session(axes[:2], table, "ner", ["A_1_M1"])
+    plt.close(fig)
