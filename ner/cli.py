@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = commands.add_parser(
         "reproduce", help="train every method on every session and area into "
-        "data_NER/ (resumable), then the decoding tables")
+        "data_NER/ (resumable), then the decoding and cross-session tables")
     add_arguments(reproduce)
     reproduce.set_defaults(run=_reproduce)
 

@@ -29,19 +29,17 @@ repository's ``data_NER/Fig8`` folder, the original authors' cached runs (in mem
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import textwrap
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from ner.cache import jsonable, matches, read_npz, remove_stale_parts, versions, write_npz
+from ner.cache import jsonable, matches, read_npz, remove_stale_parts
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -249,13 +247,7 @@ def train_mc_maze(nwb, out_dir="data_NER", methods: Iterable[str] = DEFAULT_METH
     (``"<method>/<selection>"``), ``paths`` and ``wall_time_s``.
     """
     from ner.data.nwb import load_mc_maze
-    from ner.pipeline import (
-        UNMATCHED_PARAMETERS,
-        _loss_curve,
-        _sampler,
-        _seed_everything,
-        make_estimator,
-    )
+    from ner.pipeline import fit_and_cache, make_estimator, settings_of
 
     start = time.perf_counter()
     nwb = Path(nwb)
@@ -293,9 +285,7 @@ def train_mc_maze(nwb, out_dir="data_NER", methods: Iterable[str] = DEFAULT_METH
                                        trial_length=part.trial_length, params=method_params.get(method))
             if "verbose" in estimator.get_params(deep=False):
                 estimator.set_params(verbose=verbose)
-            parameters = {key: value for key, value in estimator.get_params(deep=False).items()
-                          if key not in UNMATCHED_PARAMETERS}
-            request = {"method": method, "parameters": jsonable(parameters), "iterations": iterations,
+            request = {"method": method, "parameters": settings_of(estimator), "iterations": iterations,
                        "seed": seed, "nwb_sha256": sha256, "selection": selection.describe(),
                        "loading": jsonable(loading)}
             target = mc_maze_path(out_dir, method, selection.name)
@@ -306,33 +296,16 @@ def train_mc_maze(nwb, out_dir="data_NER", methods: Iterable[str] = DEFAULT_METH
             if verbose:
                 print(f"{method} on {selection.name}: {train.n_trials} training trials, {test.n_trials} test "
                       f"trials, {part.n_units} units, {iterations} iterations", flush=True)
-            _seed_everything(seed)
-            began = time.perf_counter()
-            estimator.fit(train.neural, train.labels)
-            arrays = {"train_embedding": estimator.transform(train.neural),
-                      "test_embedding": estimator.transform(test.neural)}
-            wall = time.perf_counter() - began
-            arrays = {key: np.asarray(value, dtype=np.float32) for key, value in arrays.items()}
-            arrays.update(train_labels=train.labels, test_labels=test.labels,
-                          trial_length=np.int64(part.trial_length),
-                          # the NWB file's trial ids, so a bin can be traced back to its trial
-                          train_trial_ids=per_bin["nwb_trial_id"][:n_train],
-                          test_trial_ids=per_bin["nwb_trial_id"][n_train:])
+            arrays = {"trial_length": np.int64(part.trial_length),
+                      # the NWB file's trial ids, so a bin can be traced back to its trial
+                      "train_trial_ids": per_bin["nwb_trial_id"][:n_train],
+                      "test_trial_ids": per_bin["nwb_trial_id"][n_train:]}
             for key in ("condition", "version", "target_angle"):
                 arrays[f"train_{key}"], arrays[f"test_{key}"] = per_bin[key][:n_train], per_bin[key][n_train:]
-            loss = _loss_curve(estimator)
-            if loss is not None:
-                arrays["loss"] = loss
-            provenance = {**request, "nwb_file": nwb.name, "n_units": part.n_units,
-                          "n_train_trials": train.n_trials, "n_test_trials": test.n_trials,
-                          "label_columns": ["vx*10 (mm/s)", "vy*10 (mm/s)",
-                                            "0" if angle_label == "zero" else "target angle (degrees)"],
-                          "sampler": _sampler(estimator), "versions": versions(),
-                          "device": str(getattr(estimator, "device_", None) or device),
-                          "wall_time_s": round(wall, 3),
-                          "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            arrays["provenance"] = np.array(json.dumps(provenance, sort_keys=True))
-            write_npz(target, arrays)
+            label_columns = ["vx*10 (mm/s)", "vy*10 (mm/s)", "0" if angle_label == "zero" else "target angle (degrees)"]
+            fit_and_cache(estimator, train, test, target, seed=seed, device=device, arrays=arrays,
+                          provenance={**request, "nwb_file": nwb.name, "n_units": part.n_units,
+                                      "label_columns": label_columns})
             summary["computed"].append(f"{method}/{selection.name}")
     summary["wall_time_s"] = round(time.perf_counter() - start, 3)
     return summary

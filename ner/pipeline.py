@@ -48,6 +48,8 @@ __all__ = [
     "register_method",
     "available_methods",
     "make_estimator",
+    "settings_of",
+    "fit_and_cache",
     "run_pipeline",
     "add_arguments",
     "run_from_args",
@@ -171,14 +173,19 @@ def _loss_curve(estimator) -> np.ndarray | None:
     return None if curve is None else np.asarray(curve, dtype=np.float32)
 
 
-def _request(unit: Unit, estimator, iterations, seed, session, snapshots) -> dict:
+def settings_of(estimator) -> dict:
+    """An estimator's parameters as stored in provenance, less those that change only what is printed."""
+    return jsonable({key: value for key, value in estimator.get_params(deep=False).items()
+                     if key not in UNMATCHED_PARAMETERS})
+
+
+def _request(unit: Unit, estimator, seed, session, snapshots) -> dict:
     """The provenance fields a cache must match to be reused: method, parameters, iterations, seed,
     snapshots and the session file's sha256."""
-    parameters = {key: value for key, value in estimator.get_params(deep=False).items()
-                  if key not in UNMATCHED_PARAMETERS}
+    parameters = settings_of(estimator)
     return {
         "method": unit.method,
-        "parameters": jsonable(parameters),
+        "parameters": parameters,
         "iterations": parameters.get("max_iterations"),
         "seed": seed,
         "snapshots": snapshots,
@@ -225,6 +232,45 @@ class _Snapshots:
                 "snapshot_test_embedding": np.stack(self.taken["test"])}
 
 
+def fit_and_cache(estimator, train, test, target: Path, *, provenance: Mapping, arrays: Mapping, seed, device,
+                  snapshots=None) -> None:
+    """Fit ``estimator`` on the ``train`` split, embed both splits and write the cache at ``target``.
+
+    ``train`` and ``test`` carry ``neural``, ``labels`` and ``n_trials``. The cache holds float32 embeddings and
+    labels, the loss curve (trained methods), snapshot embeddings when ``snapshots`` are asked, the caller's
+    ``arrays``, and ``provenance`` completed with the trial counts, sampler, versions, device and wall time.
+    """
+    _seed_everything(seed)
+    start = time.perf_counter()
+    if snapshots:
+        hook = _Snapshots(snapshots, train.neural, test.neural)
+        estimator.fit(train.neural, train.labels, callback=hook, callback_frequency=1)
+    else:
+        estimator.fit(train.neural, train.labels)
+    embeddings = {"train_embedding": estimator.transform(train.neural),
+                  "test_embedding": estimator.transform(test.neural)}
+    wall = time.perf_counter() - start
+    provenance = {
+        **provenance,
+        "n_train_trials": train.n_trials,
+        "n_test_trials": test.n_trials,
+        "sampler": _sampler(estimator),
+        "versions": versions(),
+        "device": str(getattr(estimator, "device_", None) or device),
+        "wall_time_s": round(wall, 3),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    cache = {key: np.asarray(value, dtype=np.float32) for key, value in embeddings.items()}
+    cache.update(train_labels=train.labels.astype(np.float32), test_labels=test.labels.astype(np.float32),
+                 **arrays, provenance=np.array(json.dumps(provenance, sort_keys=True)))
+    loss = _loss_curve(estimator)
+    if loss is not None:
+        cache["loss"] = loss
+    if snapshots:
+        cache.update(hook.arrays())
+    write_npz(target, cache)
+
+
 def _run_unit(unit: Unit, path: Path, out_dir: Path, factory, params, iterations, seed, device, force,
               verbose, single_thread, snapshots=None):
     """Fit, embed and cache one unit unless a matching cache exists; returns (unit, status, message)."""
@@ -237,49 +283,15 @@ def _run_unit(unit: Unit, path: Path, out_dir: Path, factory, params, iterations
         estimator = _build(factory, iterations, seed, device, session.trial_length, params)
         if "verbose" in estimator.get_params(deep=False):
             estimator.set_params(verbose=verbose)
-        request = _request(unit, estimator, iterations, seed, session, snapshots)
+        request = _request(unit, estimator, seed, session, snapshots)
         target = cache_path(out_dir, unit)
         if not force and matches(target, request):
             return unit, "skipped", None
         train, test = session.train, session.test
-        _seed_everything(seed)
-        start = time.perf_counter()
-        if snapshots:
-            hook = _Snapshots(snapshots, train.neural, test.neural)
-            estimator.fit(train.neural, train.labels, callback=hook, callback_frequency=1)
-        else:
-            estimator.fit(train.neural, train.labels)
-        embeddings = {"train_embedding": estimator.transform(train.neural),
-                      "test_embedding": estimator.transform(test.neural)}
-        wall = time.perf_counter() - start
-        provenance = {
-            **request,
-            "session": unit.session,
-            "area": unit.area,
-            "session_file": path.name,
-            "n_train_trials": train.n_trials,
-            "n_test_trials": test.n_trials,
-            "sampler": _sampler(estimator),
-            "versions": versions(),
-            "device": str(getattr(estimator, "device_", None) or device),
-            "wall_time_s": round(wall, 3),
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        arrays = {key: np.asarray(value, dtype=np.float32) for key, value in embeddings.items()}
-        arrays.update(
-            train_labels=train.labels.astype(np.float32),
-            test_labels=test.labels.astype(np.float32),
-            trial_length=np.int64(session.trial_length),
-            train_trial_ids=train.trial_ids,
-            test_trial_ids=test.trial_ids,
-            provenance=np.array(json.dumps(provenance, sort_keys=True)),
-        )
-        loss = _loss_curve(estimator)
-        if loss is not None:
-            arrays["loss"] = loss
-        if snapshots:
-            arrays.update(hook.arrays())
-        write_npz(target, arrays)
+        fit_and_cache(estimator, train, test, target, seed=seed, device=device, snapshots=snapshots,
+                      provenance={**request, "session": unit.session, "area": unit.area, "session_file": path.name},
+                      arrays={"trial_length": np.int64(session.trial_length), "train_trial_ids": train.trial_ids,
+                              "test_trial_ids": test.trial_ids})
         return unit, "computed", None
     except Exception as error:  # one failing unit must not cost the others their work; the summary says why
         return unit, "failed", f"{type(error).__name__}: {error}"

@@ -57,6 +57,25 @@ def _request(kind: str, caches) -> dict:
     return {"table": kind, "protocol": "corrected", "decoders": list(DECODERS), "inputs": dict(sorted(inputs.items()))}
 
 
+def _stale_groups(out_dir: Path, group_of, selected, path_of, kind: str, force: bool, summary: dict):
+    """(group, its caches, table path, request) for every table of ``kind`` that must be (re)built.
+
+    Caches are grouped by ``group_of(provenance)``; groups not in ``selected`` (when given) and tables whose
+    inputs are unchanged (unless ``force``) are passed over, the latter recorded as skipped.
+    """
+    groups: dict = {}
+    for entry in _published_caches(out_dir):
+        groups.setdefault(group_of(entry[0]), []).append(entry)
+    for group, caches in sorted(groups.items()):
+        if selected is not None and group not in selected:
+            continue
+        target, request = path_of(out_dir, group), _request(kind, caches)
+        if not force and matches(target, request):
+            summary["skipped"].append(str(target))
+            continue
+        yield group, caches, target, request
+
+
 def _publish(target: Path, arrays: dict, request: dict, **extra) -> None:
     provenance = {**request, **extra, "versions": versions(),
                   "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -84,15 +103,12 @@ def _old_units(previous: dict, method: str) -> list:
     return sorted(tuple(reversed(key[len(prefix):].rsplit("_", 1))) for key in previous["inputs"] if key.startswith(prefix))
 
 
-def _reuse(previous, key, table, locate, cell) -> bool:
+def _reuse(previous, key, table, method, session, cell) -> bool:
     """Copy a decoding-table cell whose input cache is unchanged from the previous table."""
     if previous is None or not _same_input(previous, key):
         return False
     old = previous["table"]
-    try:
-        where = locate(old)
-    except ValueError:
-        return False
+    where = (old["methods"].tolist().index(method), old["sessions"].tolist().index(session))
     for name in table:
         width = min(table[name].shape[-1], old[name].shape[-1]) if table[name].ndim == 3 else None
         if width is None:
@@ -108,16 +124,8 @@ def decoding_tables(out_dir, areas: Iterable[str] | None = None, force: bool = F
 
     out_dir = Path(out_dir)
     summary = summary if summary is not None else {"computed": [], "skipped": [], "failed": {}}
-    by_area: dict = {}
-    for entry in _published_caches(out_dir):
-        by_area.setdefault(entry[0]["area"], []).append(entry)
-    for area, caches in sorted(by_area.items()):
-        if areas is not None and area not in areas:
-            continue
-        target, request = table_path(out_dir, area), _request("decoding", caches)
-        if not force and matches(target, request):
-            summary["skipped"].append(str(target))
-            continue
+    for area, caches, target, request in _stale_groups(out_dir, lambda p: p["area"], areas, table_path,
+                                                       "decoding", force, summary):
         methods = sorted({p["method"] for p, _, _ in caches})
         sessions = sorted({p["session"] for p, _, _ in caches})
         loaded = {(p["method"], p["session"]): read_npz(path) for p, path, _ in caches}
@@ -132,9 +140,7 @@ def decoding_tables(out_dir, areas: Iterable[str] | None = None, force: bool = F
                     table[f"{prefix}{split}_{metric}"] = np.full(shape, np.nan)
         for (method, session), data in loaded.items():
             i, j = methods.index(method), sessions.index(session)
-            if _reuse(previous, f"{method}/{session}_{area}", table,
-                      lambda old: (old["methods"].tolist().index(method), old["sessions"].tolist().index(session)),
-                      (i, j)):
+            if _reuse(previous, f"{method}/{session}_{area}", table, method, session, (i, j)):
                 continue
             for decoder, prefix in _PREFIX.items():
                 try:
@@ -165,16 +171,8 @@ def cross_session_tables(out_dir, subjects: Iterable[str] | None = None, force: 
 
     out_dir = Path(out_dir)
     summary = summary if summary is not None else {"computed": [], "skipped": [], "failed": {}}
-    by_subject: dict = {}
-    for entry in _published_caches(out_dir):
-        by_subject.setdefault(subject_of(entry[0]["session"]), []).append(entry)
-    for subject, caches in sorted(by_subject.items()):
-        if subjects is not None and subject not in subjects:
-            continue
-        target, request = cross_session_path(out_dir, subject), _request("cross_session", caches)
-        if not force and matches(target, request):
-            summary["skipped"].append(str(target))
-            continue
+    for subject, caches, target, request in _stale_groups(out_dir, lambda p: subject_of(p["session"]), subjects,
+                                                          cross_session_path, "cross_session", force, summary):
         units = sorted({(p["area"], p["session"]) for p, _, _ in caches})
         methods = sorted({p["method"] for p, _, _ in caches})
         loaded = {(p["method"], p["area"], p["session"]): read_npz(path) for p, path, _ in caches}
