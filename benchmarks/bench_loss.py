@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from ner.loss import LabelDistance, RankLoss
+from ner.model.loss import LabelDistance, RankLoss
 
 
 def loop_loss(ref, pos, labels, temperature=1.0):

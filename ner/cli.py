@@ -1,9 +1,10 @@
-"""The ``ner`` command: demo, sessions, fetch, compare, reproduce, figures."""
+"""The ``ner`` command: demo, sessions, fetch, compare, reproduce, figures, mc-maze."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -57,20 +58,45 @@ def _fetch(args) -> int:
 
 
 def _compare(args) -> int:
-    from ner.evaluation.parity import main_compare
+    from ner.reference.parity import compare, format_report
+    from ner.workflow.store import jsonable
 
-    print(main_compare(args.upstream, as_json=args.json, methods=args.methods))
+    result = compare(args.upstream, methods=args.methods)
+    print(json.dumps(jsonable(result), indent=1) if args.json else format_report(result))
     return 0
 
 
-def _reproduce(args) -> int:
-    from ner.pipeline import run_from_args
+def _method_params(items) -> dict:
+    """``["pivae.epochs=100", "ner.batch_size=256"]`` -> ``{"pivae": {"epochs": 100}, "ner": {...}}``."""
+    params = {}
+    for item in items or ():
+        key, _, text = item.partition("=")
+        method, _, name = key.partition(".")
+        if not (method and name and text):
+            raise ValueError(f"--set {item!r} must read METHOD.PARAMETER=VALUE, e.g. pivae.epochs=100")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare word: a string
+        params.setdefault(method, {})[name] = value
+    return params
 
-    return run_from_args(args)
+
+def _reproduce(args) -> int:
+    from ner.workflow.run import format_summary, run_pipeline
+
+    summary = run_pipeline(data_dir=args.data_dir, out_dir=args.out, methods=args.methods,
+                           sessions=args.sessions, areas=args.areas, iterations=args.iterations,
+                           seed=args.seed, n_jobs=args.jobs, force=args.force, device=args.device,
+                           progress=not args.quiet, snapshots=args.snapshots, backend=args.backend,
+                           method_params=_method_params(args.set), reference_dir=args.reference)
+    print(format_summary(summary))
+    return 1 if summary["failed"] else 0
 
 
 def _figures(args) -> int:
-    from ner.figures import figures_dir, run_notebooks
+    from ner.viz.figures import figures_dir
+    from ner.viz.notebooks import run_notebooks
 
     timings = run_notebooks(args.only, timeout=args.timeout, progress=not args.quiet)
     for name, seconds in timings.items():
@@ -80,13 +106,20 @@ def _figures(args) -> int:
 
 
 def _mc_maze(args) -> int:
-    from ner.mc_maze import run_from_args
+    from ner.data.maze import parse_selection
+    from ner.workflow.maze import train_mc_maze
 
-    try:
-        return run_from_args(args)
-    except ImportError as error:  # pynwb is the optional extra ner[nwb]
-        print(f"ner mc-maze: {error}", file=sys.stderr)
-        return 2
+    selections = None
+    if args.selections:
+        selections = [parse_selection(item) if "=" in item else item for item in args.selections]
+    params = {method: {"batch_size": args.batch_size} for method in args.methods} if args.batch_size else None
+    summary = train_mc_maze(args.nwb, out_dir=args.out, methods=args.methods, selections=selections,
+                            iterations=args.iterations, seed=args.seed, device=args.device,
+                            method_params=params, force=args.force, verbose=not args.quiet,
+                            angle_label=args.angle_label, condition_column=args.condition_column, area=args.area)
+    print(f"mc_maze: {len(summary['computed'])} computed, {len(summary['skipped'])} up to date, "
+          f"{summary['wall_time_s']:.1f} s; caches in {Path(args.out) / 'mc_maze'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,12 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(run=_compare)
 
-    from ner.pipeline import add_arguments
-
     reproduce = commands.add_parser(
         "reproduce", help="train every method on every session and area into "
-        "data_NER/ (resumable), then the decoding and cross-session tables")
-    add_arguments(reproduce)
+        "data_NER/ (resumable), then the decoding and cross-session tables and the figure data")
+    _add_reproduce_arguments(reproduce)
     reproduce.set_defaults(run=_reproduce)
 
     figures = commands.add_parser(
@@ -142,21 +173,73 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--quiet", action="store_true", help="no progress bar")
     figures.set_defaults(run=_figures)
 
-    from ner.mc_maze import add_arguments as add_mc_maze_arguments
-
     mc_maze = commands.add_parser(
         "mc-maze", help="train NER and CEBRA on MC_Maze (DANDI 000128) maze conditions "
         "into data_NER/mc_maze/ (resumable): the data of Figs 8 and 11")
-    add_mc_maze_arguments(mc_maze)
+    _add_mc_maze_arguments(mc_maze)
     mc_maze.set_defaults(run=_mc_maze)
     return parser
+
+
+def _add_reproduce_arguments(parser):
+    from ner.workflow.run import BACKENDS, DEFAULT_METHODS
+
+    parser.add_argument("--data-dir", help="session files (default: $NER_DATA_DIR, else ./data)")
+    parser.add_argument("--out", default="data_NER", help="cache folder (default data_NER)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help=f"default: {' '.join(DEFAULT_METHODS)}; any name of ner.methods.METHODS")
+    parser.add_argument("--sessions", nargs="+", help="default: every session found")
+    parser.add_argument("--areas", nargs="+", help="default: every area each session records")
+    parser.add_argument("--iterations", type=int, help="training steps of the CEBRA-family methods "
+                        "(default: the paper's 20000); an error for methods without iterations")
+    parser.add_argument("--set", nargs="+", metavar="METHOD.PARAMETER=VALUE",
+                        help="override a method's parameter, e.g. pivae.epochs=100 ner.batch_size=256")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="parallel units (-1: all cores)")
+    parser.add_argument("--backend", choices=BACKENDS, default="loky",
+                        help="where parallel units run: this machine (loky) or a Dask cluster")
+    parser.add_argument("--device", default="cuda_if_available")
+    parser.add_argument("--snapshots", type=int, nargs="+",
+                        help="iterations at which CEBRA-family methods also store their embeddings")
+    parser.add_argument("--reference", default=os.environ.get("NER_REFERENCE_DIR"),
+                        help="the original authors' results (the folder holding upstream_data_NER/), "
+                        "for the parity numbers (default: $NER_REFERENCE_DIR)")
+    parser.add_argument("--force", action="store_true", help="recompute even up-to-date caches")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_mc_maze_arguments(parser):
+    from ner.data.maze import ANGLE_LABELS, CONDITION_COLUMNS, SELECTIONS
+    from ner.workflow.maze import DEFAULT_ITERATIONS, DEFAULT_METHODS
+
+    parser.add_argument("--nwb", required=True, help="the MC_Maze NWB file (`dandi download DANDI:000128`)")
+    parser.add_argument("--out", default="data_NER", help="cache folder (default data_NER); caches go to "
+                        "<out>/mc_maze/<method>/<selection>.npz")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help=f"default: {' '.join(DEFAULT_METHODS)}")
+    parser.add_argument("--selections", nargs="+", metavar="SELECTION",
+                        help="the paper's selections to fit (default: all of them: "
+                        f"{' '.join(SELECTIONS)}), or your own as NAME=CONDITIONS[/VERSIONS], e.g. mine=13,38/0")
+    parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
+                        help=f"training steps (the original's MC_Maze runs: {DEFAULT_ITERATIONS})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, help="override every method's batch size (paper: 512)")
+    parser.add_argument("--device", default="cuda_if_available")
+    parser.add_argument("--area", help="units of one area, e.g. M1 or PMd (default: every unit)")
+    parser.add_argument("--angle-label", choices=ANGLE_LABELS, default="zero",
+                        help="third label column: zeros as the original's MC_Maze runs (default) or the "
+                        "target's angle in degrees")
+    parser.add_argument("--condition-column", choices=CONDITION_COLUMNS, default="trial_type",
+                        help="trials-table column the selections' condition ids refer to (default trial_type)")
+    parser.add_argument("--force", action="store_true", help="recompute even up-to-date caches")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, OSError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, OSError, RuntimeError, ImportError) as error:
         print(f"ner {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from ner.baselines.cebra_baseline import cebra_baseline
 from ner.data import Session
-from ner.estimator import NER
 from ner.evaluation.decoding import decode_session
-from ner.plotting import plot_embedding_3d, plot_true_vs_decoded, save_figure
+from ner.methods import make_method
+from ner.viz.plotting import plot_embedding_3d, plot_true_vs_decoded, save_figure
 
 REPORTED = ("train_velocity_r2", "test_velocity_r2", "train_position_r2",
             "test_position_r2", "train_peak_accuracy", "test_peak_accuracy")
@@ -18,9 +17,9 @@ REPORTED = ("train_velocity_r2", "test_velocity_r2", "train_position_r2",
 
 def paper_estimators(iterations: int, seed: int | None = 0,
                      device: str = "cuda_if_available", verbose: bool = True) -> dict:
-    """NER (its defaults are the paper's) and the paper's 3-D stock CEBRA baseline."""
-    return {"NER": NER(max_iterations=iterations, seed=seed, device=device, verbose=verbose),
-            "CEBRA": cebra_baseline(3, iterations, device=device, verbose=verbose)}
+    """NER and the paper's 3-D stock CEBRA baseline (``ner.methods``' ``ner`` and ``cebra3d``)."""
+    return {name: make_method(method, iterations=iterations, seed=seed, device=device).set_params(verbose=verbose)
+            for name, method in (("NER", "ner"), ("CEBRA", "cebra3d"))}
 
 
 def run_demo(session: Session, iterations: int = 2000, seed: int | None = 0,

@@ -2,23 +2,19 @@ import numpy as np
 import pytest
 from scipy.stats import special_ortho_group
 
-from ner.evaluation.alignment import (
-    fit_alignment,
-    legacy_alignment,
-    procrustes,
-    trial_averages,
-)
+from ner.evaluation.alignment import fit_alignment, legacy_alignment, procrustes
+from ner.evaluation.trials import trial_averages
 
 T, D = 30, 3
 
 
 def averages(seed=0):
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(T, D, 8))
+    return rng.normal(size=(8, T, D))  # directions x bins x dims
 
 
 def rotate(avg, rotation, shift=0.0):
-    return np.einsum("tdk,de->tek", avg, rotation) + shift
+    return avg @ rotation + shift
 
 
 def test_known_rotation_recovered():
@@ -26,7 +22,7 @@ def test_known_rotation_recovered():
     rotation = special_ortho_group.rvs(D, random_state=1)
     fit = fit_alignment(source, rotate(source, rotation, shift=2.5))
     np.testing.assert_allclose(fit.rotation, rotation, atol=1e-6)
-    flat = source[:, :, 0]
+    flat = source[0]
     np.testing.assert_allclose(fit.transform(flat), flat @ rotation + 2.5, atol=1e-6)
 
 
@@ -57,11 +53,11 @@ def test_legacy_candidates_are_per_direction_fits_and_ties_pick_first():
     legacy = legacy_alignment(source, rotate(source, rotation))
     assert legacy.candidates.shape == (8, D, D)
     for d in range(8):
-        np.testing.assert_allclose(legacy.candidates[d], procrustes(source[:, :, d], rotate(source, rotation)[:, :, d]))
+        np.testing.assert_allclose(legacy.candidates[d], procrustes(source[d], rotate(source, rotation)[d]))
     assert legacy.criterion.max() < 1e-12  # every candidate is orthogonal: the criterion is rounding noise
     assert legacy.pick == int(np.argmin(legacy.criterion)) == legacy.tied[0]
     # With identical directions all criteria tie exactly: the first direction is taken.
-    same = np.repeat(source[:, :, :1], 8, axis=2)
+    same = np.repeat(source[:1], 8, axis=0)
     tied = legacy_alignment(same, rotate(same, rotation))
     assert tied.tied == tuple(range(8)) and tied.pick == 0
 
@@ -70,13 +66,13 @@ def test_trial_averages_per_direction():
     labels = np.concatenate([np.column_stack([np.zeros((4, 2)), np.full(4, 45.0 * (k % 8))]) for k in range(16)])
     embedding = np.repeat(np.arange(16.0), 4)[:, None]
     avg = trial_averages(embedding, labels, 4)
-    assert avg.shape == (4, 1, 8)
-    np.testing.assert_allclose(avg[0, 0], [(k + k + 8) / 2 for k in range(8)])
+    assert avg.shape == (8, 4, 1)
+    np.testing.assert_allclose(avg[:, 0, 0], [(k + k + 8) / 2 for k in range(8)])
 
 
 def test_bad_input():
     with pytest.raises(ValueError, match="shape"):
-        fit_alignment(averages()[:, :, :7], averages()[:, :, :7])
+        fit_alignment(averages()[:7], averages()[:7])
     bad = averages()
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import special_ortho_group
 
-from ner.evaluation.cross_session import Session, cross_session_matrices
+from ner.evaluation.cross_session import SplitEmbedding, cross_session_matrices
 from ner.evaluation.statistics import compare_methods, friedman, off_diagonal, paired_ttest, repeated_measures_anova
 
 T = 20
@@ -25,7 +25,7 @@ def make_sessions(noise=0.2):
     out = {}
     for k in range(3):
         rotation = special_ortho_group.rvs(3, random_state=k)
-        out[f"s{k}"] = Session(*reaching(10 * k, rotation, noise=noise), *reaching(10 * k + 1, rotation, noise=noise))
+        out[f"s{k}"] = SplitEmbedding(*reaching(10 * k, rotation, noise=noise), *reaching(10 * k + 1, rotation, noise=noise))
     return out
 
 
@@ -43,7 +43,7 @@ def test_rows_are_the_decoder_session():
     s = sessions["s1"]
     # Shuffle s1's training embedding: its decoder (row 1) fails everywhere, its test data (column 1) does not.
     rng = np.random.default_rng(0)
-    sessions["s1"] = Session(rng.permutation(s.train_embedding), s.train_labels, s.test_embedding, s.test_labels)
+    sessions["s1"] = SplitEmbedding(rng.permutation(s.train_embedding), s.train_labels, s.test_embedding, s.test_labels)
     pos = cross_session_matrices(sessions, T)["position_r2"]
     assert np.all(pos[1] < 0.5)
     assert pos[0, 1] > 0.9 and pos[2, 1] > 0.9
@@ -66,7 +66,7 @@ def test_knn_matrices():
 def test_mismatched_dims_raise():
     sessions = make_sessions()
     s = sessions["s0"]
-    sessions["s0"] = Session(s.train_embedding[:, :2], s.train_labels, s.test_embedding[:, :2], s.test_labels)
+    sessions["s0"] = SplitEmbedding(s.train_embedding[:, :2], s.train_labels, s.test_embedding[:, :2], s.test_labels)
     with pytest.raises(ValueError, match="dimension"):
         cross_session_matrices(sessions, T)
 

@@ -6,9 +6,9 @@ from ner.evaluation.decoding import (
     TrialDecoder,
     accuracy_per_bin,
     decode_session,
-    direction_classes,
     trial_positions,
 )
+from ner.data.labels import direction_classes
 
 T = 20
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from ner import figures
+from ner.viz import figures
 from ner.data import synthetic_session
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ner.loss import LabelDistance, RankLoss, rank_loss
+from ner.model.loss import LabelDistance, RankLoss, rank_loss
 
 
 def defining_formula(features, labels, temperature, distance=LabelDistance()):

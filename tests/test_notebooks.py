@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from ner import figures
+from ner.viz import figures
 
 # Figures each notebook writes (08 and 11 only where MC_Maze results exist).
 EXPECTED = {

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ner.evaluation.parity import compare, format_report, load_embeddings, main_compare
+from ner.reference.layout import load_embeddings
+from ner.reference.parity import compare, format_report
 
 REFERENCE = os.environ.get("NER_REFERENCE_DIR")
 pytestmark = pytest.mark.skipif(not REFERENCE, reason="set NER_REFERENCE_DIR to the shared reference folder")

@@ -3,7 +3,7 @@ import torch
 from cebra.distributions import ContinuousIndex, TimedeltaDistribution
 
 from ner.data import load_session, synthetic_session
-from ner.sampling import ExactTimedeltaDistribution, KDTreeIndex
+from ner.model.sampling import ExactTimedeltaDistribution, KDTreeIndex
 
 
 def assert_same_picks(samples: torch.Tensor, queries: torch.Tensor):

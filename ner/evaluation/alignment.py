@@ -1,12 +1,12 @@
 """Orthogonal Procrustes alignment of one session's embedding onto an anchor session's.
 
-Both sessions are summarised by per-direction trial averages, an array of shape
-``(trial_length, dims, 8)``. The default fit stacks all 8 directions into one
-``(8 * trial_length, dims)`` matrix per session and solves a single Procrustes problem, which
-is deterministic and uses every direction. :func:`legacy_alignment` reproduces the original
+Both sessions are summarised by per-direction trial averages
+(:func:`ner.evaluation.trials.trial_averages`, shape ``(8, trial_length, dims)``). The default fit
+stacks all 8 directions into one ``(8 * trial_length, dims)`` matrix per session and solves a single
+Procrustes problem, which is deterministic and uses every direction. :func:`legacy_alignment` reproduces the original
 analysis instead: one Procrustes matrix per direction, the one picked whose
 ``|abs(det) - 1|`` is smallest. That criterion is zero up to rounding for every orthogonal
-matrix, so its pick is decided by floating-point noise (README defect 2).
+matrix, so its pick is decided by floating-point noise.
 """
 
 from __future__ import annotations
@@ -16,39 +16,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.linalg import orthogonal_procrustes
 
-from ner.evaluation.decoding import (
-    N_DIRECTIONS,
-    _check_pair,
-    check_embedding,
-    direction_classes,
-)
+from ner.data.labels import N_DIRECTIONS, check_samples
 
-__all__ = ["Alignment", "LegacyAlignment", "trial_averages", "procrustes", "fit_alignment", "legacy_alignment"]
-
-
-def trial_averages(embedding, labels, trial_length) -> np.ndarray:
-    """Average the trials of each reach direction: returns ``(trial_length, dims, 8)``."""
-    embedding, labels = _check_pair(embedding, labels, trial_length, "averaged")
-    per_trial = embedding.reshape(-1, int(trial_length), embedding.shape[1])
-    directions = direction_classes(labels[:: int(trial_length), 2])
-    per_bin = direction_classes(labels[:, 2]).reshape(-1, int(trial_length))
-    if np.any(per_bin != per_bin[:, :1]):
-        raise ValueError("the reach angle changes inside a trial; check trial_length and the trial order.")
-    return np.stack([per_trial[directions == d].mean(axis=0) for d in range(N_DIRECTIONS)], axis=-1)
+__all__ = ["Alignment", "LegacyAlignment", "procrustes", "fit_alignment", "legacy_alignment"]
 
 
 def _check_averages(averages, name):
     averages = np.asarray(averages, dtype=float)
-    if averages.ndim != 3 or averages.shape[2] != N_DIRECTIONS:
-        raise ValueError(f"{name} must have shape (bins, dims, {N_DIRECTIONS}), got {averages.shape}.")
+    if averages.ndim != 3 or averages.shape[0] != N_DIRECTIONS:
+        raise ValueError(f"{name} must have shape ({N_DIRECTIONS}, bins, dims), got {averages.shape}")
     if not np.all(np.isfinite(averages)):
-        raise ValueError(f"{name} holds NaN or inf.")
+        raise ValueError(f"{name} holds NaN or inf")
     return averages
-
-
-def _stack_directions(averages):
-    # (bins, dims, 8) -> (8 * bins, dims): direction-major so rows of both sessions correspond.
-    return np.concatenate([averages[:, :, d] for d in range(averages.shape[2])], axis=0)
 
 
 def procrustes(source, target, allow_reflection=True) -> np.ndarray:
@@ -56,8 +35,8 @@ def procrustes(source, target, allow_reflection=True) -> np.ndarray:
 
     With ``allow_reflection=False`` the best proper rotation (``det R = +1``) is returned.
     """
-    source = check_embedding(source, "source")
-    target = check_embedding(target, "target")
+    source = check_samples(source, "source")
+    target = check_samples(target, "target")
     if source.shape != target.shape:
         raise ValueError(f"source {source.shape} and target {target.shape} must have the same shape.")
     if allow_reflection:
@@ -78,7 +57,7 @@ class Alignment:
     anchor_mean: np.ndarray
 
     def transform(self, embedding) -> np.ndarray:
-        embedding = check_embedding(embedding)
+        embedding = check_samples(embedding, "embedding")
         if embedding.shape[1] != len(self.rotation):
             raise ValueError(f"embedding has {embedding.shape[1]} dims, the rotation expects {len(self.rotation)}.")
         return (embedding - self.source_mean) @ self.rotation + self.anchor_mean
@@ -101,12 +80,13 @@ class LegacyAlignment(Alignment):
 def fit_alignment(source_averages, anchor_averages, center=True, allow_reflection=True) -> Alignment:
     """One Procrustes fit on all 8 directions stacked (the corrected default).
 
-    Pass averages computed from training trials only (see :func:`trial_averages`) so that no
+    Pass averages computed from training trials only (see :func:`~ner.evaluation.trials.trial_averages`) so that no
     test trial or test label informs the map. ``center=True`` removes each session's mean first,
     so an offset between sessions does not bias the rotation.
     """
-    source = _stack_directions(_check_averages(source_averages, "source_averages"))
-    anchor = _stack_directions(_check_averages(anchor_averages, "anchor_averages"))
+    # Direction-major rows, so that row k of both sessions is the same direction and bin.
+    source = _check_averages(source_averages, "source_averages").reshape(-1, np.shape(source_averages)[-1])
+    anchor = _check_averages(anchor_averages, "anchor_averages").reshape(-1, np.shape(anchor_averages)[-1])
     if source.shape != anchor.shape:
         raise ValueError(f"source averages {source.shape} and anchor averages {anchor.shape} differ in shape.")
     dims = source.shape[1]
@@ -119,17 +99,17 @@ def fit_alignment(source_averages, anchor_averages, center=True, allow_reflectio
 def legacy_alignment(source_averages, anchor_averages) -> LegacyAlignment:
     """The original rule: 8 per-direction Procrustes matrices, pick argmin ``|abs(det) - 1|``.
 
-    The original fed it averages over all trials (train and test) of both sessions (README
-    defect 3); to reproduce it, pass such averages. No centering, reflections allowed.
+    The original fed it averages over all trials (train and test) of both sessions, so test
+    trials informed the map; to reproduce it, pass such averages. No centering, reflections allowed.
     """
     source = _check_averages(source_averages, "source_averages")
     anchor = _check_averages(anchor_averages, "anchor_averages")
     if source.shape != anchor.shape:
         raise ValueError(f"source averages {source.shape} and anchor averages {anchor.shape} differ in shape.")
-    candidates = np.stack([procrustes(source[:, :, d], anchor[:, :, d]) for d in range(N_DIRECTIONS)])
+    candidates = np.stack([procrustes(source[d], anchor[d]) for d in range(N_DIRECTIONS)])
     criterion = np.abs(np.abs(np.linalg.det(candidates)) - 1.0)
     pick = int(np.argmin(criterion))
-    dims = source.shape[1]
+    dims = source.shape[2]
     return LegacyAlignment(
         rotation=candidates[pick],
         source_mean=np.zeros(dims),

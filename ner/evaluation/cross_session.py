@@ -16,21 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ner.evaluation.alignment import fit_alignment, legacy_alignment, trial_averages
-from ner.evaluation.decoding import (
-    DEFAULT_KNN_GRID,
-    TrialDecoder,
-    _check_pair,
-    score_trials,
-)
+from ner.data.labels import check_paired
+from ner.evaluation.alignment import fit_alignment, legacy_alignment
+from ner.evaluation.decoding import DEFAULT_KNN_GRID, SCORES, TrialDecoder, score_trials
+from ner.evaluation.trials import trial_averages
 
-__all__ = ["Session", "session_averages", "pair_alignment", "cross_session_matrices"]
-
-METRICS = ("velocity_r2", "position_r2", "peak_accuracy")
+__all__ = ["SplitEmbedding", "session_averages", "pair_alignment", "cross_session_matrices"]
 
 
 @dataclass
-class Session:
+class SplitEmbedding:
     """One session's embedding and labels, split into whole training and test trials."""
 
     train_embedding: np.ndarray
@@ -39,7 +34,7 @@ class Session:
     test_labels: np.ndarray
 
 
-def session_averages(session: Session, trial_length, legacy=False) -> np.ndarray:
+def session_averages(session: SplitEmbedding, trial_length, legacy=False) -> np.ndarray:
     """Per-direction trial averages used for alignment: training trials, or all trials in legacy."""
     if legacy:
         embedding = np.concatenate([session.train_embedding, session.test_embedding])
@@ -64,7 +59,7 @@ def cross_session_matrices(
     cv=5,
     decoders=None,
 ) -> dict:
-    """n x n decoding matrices over ``sessions`` (a dict name -> :class:`Session`).
+    """n x n decoding matrices over ``sessions`` (a dict name -> :class:`SplitEmbedding`).
 
     ``decoders`` may map session names to :class:`TrialDecoder` already fitted on their
     training split, to reuse them (``method``, ``knn_grid`` and ``cv`` then apply to the rest).
@@ -77,15 +72,15 @@ def cross_session_matrices(
         raise ValueError("cross_session_matrices needs at least one session.")
     names = list(sessions)
     for name, session in sessions.items():
-        _check_pair(session.train_embedding, session.train_labels, trial_length, f"{name} train")
-        _check_pair(session.test_embedding, session.test_labels, trial_length, f"{name} test")
+        check_paired(session.train_embedding, session.train_labels, trial_length, f"{name} train")
+        check_paired(session.test_embedding, session.test_labels, trial_length, f"{name} test")
     dims = {np.asarray(s.train_embedding).reshape(len(s.train_embedding), -1).shape[1] for s in sessions.values()}
     if len(dims) > 1:
         raise ValueError(f"all sessions must share one embedding dimension, got {sorted(dims)}.")
 
     averages = {name: session_averages(s, trial_length, legacy) for name, s in sessions.items()}
     n = len(names)
-    result = {m: np.full((n, n), np.nan) for m in METRICS}
+    result = {m: np.full((n, n), np.nan) for m in SCORES}
     result["accuracy_per_bin"] = np.full((n, n, int(trial_length)), np.nan)
     alignments = {}
     for i, train_name in enumerate(names):
@@ -103,7 +98,7 @@ def cross_session_matrices(
                 alignments[(train_name, test_name)] = alignment
                 embedding = alignment.transform(embedding)
             scores = score_trials(decoder, embedding, test.test_labels, trial_length, swap_velocity_r2=legacy)
-            for m in METRICS:
+            for m in SCORES:
                 result[m][i, j] = scores[m]
             result["accuracy_per_bin"][i, j] = scores["accuracy_per_bin"]
     result.update(names=names, alignments=alignments, legacy=bool(legacy), method=method)

@@ -16,16 +16,15 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.utils.validation import check_is_fitted
 
-N_DIRECTIONS = 8
+from ner.data.labels import check_paired, check_samples, check_trials, direction_classes
+
 DEFAULT_KNN_GRID = (1, 3, 5, 9, 15, 25, 45, 75, 125)
+SCORES = ("velocity_r2", "position_r2", "peak_accuracy")  # the per-split numbers a decoding reports
 
 __all__ = [
-    "N_DIRECTIONS",
     "DEFAULT_KNN_GRID",
+    "SCORES",
     "TrialDecoder",
-    "check_embedding",
-    "check_labels",
-    "direction_classes",
     "trial_positions",
     "accuracy_per_bin",
     "score_trials",
@@ -33,67 +32,10 @@ __all__ = [
 ]
 
 
-def check_embedding(embedding, name="embedding") -> np.ndarray:
-    """Return ``embedding`` as a finite 2-D float array or raise a ValueError naming it."""
-    embedding = np.asarray(embedding, dtype=float)
-    if embedding.ndim == 1:
-        embedding = embedding[:, None]
-    if embedding.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (bins x dims), got shape {embedding.shape}.")
-    if not np.all(np.isfinite(embedding)):
-        bad = int(np.sum(~np.isfinite(embedding).all(axis=1)))
-        raise ValueError(f"{name} holds NaN or inf in {bad} rows; drop or impute them before decoding.")
-    return embedding
-
-
-def check_labels(labels, name="labels", require_all_directions=True) -> np.ndarray:
-    """Return labels as an (n, 3) float array ``[vx*10, vy*10, angle]`` or raise a ValueError."""
-    labels = np.asarray(labels, dtype=float)
-    if labels.ndim != 2 or labels.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (bins, 3) = [vx*10, vy*10, angle], got {labels.shape}.")
-    if not np.all(np.isfinite(labels)):
-        raise ValueError(f"{name} holds NaN or inf.")
-    if require_all_directions:
-        found = np.unique(direction_classes(labels[:, 2]))
-        if found.size < N_DIRECTIONS:
-            raise ValueError(
-                f"{name} hold {found.size} reach directions, {N_DIRECTIONS} are needed "
-                f"(angles 0, 45, ..., 315 degrees); found classes {found.tolist()}."
-            )
-    return labels
-
-
-def _check_pair(embedding, labels, trial_length, which):
-    embedding = check_embedding(embedding, f"{which} embedding")
-    labels = check_labels(labels, f"{which} labels")
-    if len(embedding) != len(labels):
-        raise ValueError(
-            f"{which} embedding has {len(embedding)} bins but its labels have {len(labels)}; "
-            "they must describe the same time bins."
-        )
-    _check_trials(len(labels), trial_length, which)
-    return embedding, labels
-
-
-def _check_trials(n_bins, trial_length, which="data"):
-    if int(trial_length) != trial_length or trial_length < 1:
-        raise ValueError(f"trial_length must be a positive integer, got {trial_length!r}.")
-    if n_bins % int(trial_length):
-        raise ValueError(
-            f"trial_length={trial_length} does not divide the {n_bins} {which} bins; "
-            "the data must be whole trials placed back to back."
-        )
-
-
-def direction_classes(angles) -> np.ndarray:
-    """Map reach angles in degrees (0, 45, ..., 315) to integer classes 0..7."""
-    return np.rint(np.asarray(angles, dtype=float) / (360.0 / N_DIRECTIONS)).astype(int) % N_DIRECTIONS
-
-
 def trial_positions(velocity, trial_length) -> np.ndarray:
     """Per-trial cumulative sum of ``velocity`` (bins x 2), restarting from 0 at each trial."""
     velocity = np.asarray(velocity, dtype=float)
-    _check_trials(len(velocity), trial_length)
+    check_trials(len(velocity), trial_length)
     per_trial = velocity.reshape(-1, int(trial_length), velocity.shape[1])
     return np.cumsum(per_trial, axis=1).reshape(velocity.shape)
 
@@ -102,7 +44,7 @@ def accuracy_per_bin(true_classes, predicted_classes, trial_length) -> np.ndarra
     """Fraction of trials whose direction is decoded correctly at each within-trial bin."""
     true_classes = np.asarray(true_classes)
     predicted_classes = np.asarray(predicted_classes)
-    _check_trials(len(true_classes), trial_length)
+    check_trials(len(true_classes), trial_length)
     correct = (true_classes == predicted_classes).reshape(-1, int(trial_length))
     return correct.mean(axis=0)
 
@@ -159,10 +101,7 @@ class TrialDecoder(BaseEstimator):
 
     def fit(self, embedding, labels):
         """Fit both decoders on ``embedding`` (bins x dims) and ``labels`` (bins x 3)."""
-        embedding = check_embedding(embedding)
-        labels = check_labels(labels)
-        if len(embedding) != len(labels):
-            raise ValueError(f"embedding has {len(embedding)} bins but labels have {len(labels)}.")
+        embedding, labels = check_paired(embedding, labels, name="training")
         velocity, direction = self._estimators(len(embedding))
         self.velocity_model_ = clone(velocity).fit(embedding, labels[:, :2])
         self.direction_model_ = clone(direction).fit(embedding, direction_classes(labels[:, 2]))
@@ -178,12 +117,7 @@ class TrialDecoder(BaseEstimator):
         return self.direction_model_.predict(self._check_dims(embedding))
 
     def _check_dims(self, embedding):
-        embedding = check_embedding(embedding)
-        if embedding.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"embedding has {embedding.shape[1]} dims, the decoder was fitted on {self.n_features_in_}."
-            )
-        return embedding
+        return check_samples(embedding, "embedding", self.n_features_in_)
 
     @property
     def n_neighbors_(self):
@@ -203,7 +137,7 @@ def score_trials(decoder, embedding, labels, trial_length, swap_velocity_r2=Fals
     ``swap_velocity_r2=True`` computes velocity R^2 as ``r2_score(prediction, truth)``, the
     argument order of the original analysis for test and cross-session scores (legacy only).
     """
-    embedding, labels = _check_pair(embedding, labels, trial_length, "scored")
+    embedding, labels = check_paired(embedding, labels, trial_length, "scored")
     truth = labels[:, :2]
     predicted = decoder.predict_velocity(embedding)
     velocity_r2 = r2_score(predicted, truth) if swap_velocity_r2 else r2_score(truth, predicted)
@@ -240,8 +174,8 @@ def decode_session(
     fitted ``decoder``. Accuracies are fractions in [0, 1]. ``legacy=True`` swaps the
     arguments of the test velocity R^2 as the original analysis did (train R^2 was right there).
     """
-    train_embedding, train_labels = _check_pair(train_embedding, train_labels, trial_length, "train")
-    test_embedding, test_labels = _check_pair(test_embedding, test_labels, trial_length, "test")
+    train_embedding, train_labels = check_paired(train_embedding, train_labels, trial_length, "train")
+    test_embedding, test_labels = check_paired(test_embedding, test_labels, trial_length, "test")
     if train_embedding.shape[1] != test_embedding.shape[1]:
         raise ValueError(
             f"train embedding has {train_embedding.shape[1]} dims, test has {test_embedding.shape[1]}."

@@ -6,8 +6,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ner.baselines import check_neural, missing_extra
-from ner.baselines.pca import direction_averages
+from ner.data.labels import check_samples
+from ner.evaluation.trials import trial_averages
+from ner.extras import missing_extra
 
 
 class StimulusDPCA(TransformerMixin, BaseEstimator):
@@ -28,11 +29,11 @@ class StimulusDPCA(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Fit on rates ``X`` (bins x units) and labels ``y`` (bins x 3) of whole training trials."""
-        averages = direction_averages(X, y, self.trial_length)  # directions x time x units
+        averages = trial_averages(X, y, self.trial_length)  # directions x time x units
         try:
             from dPCA.dPCA import dPCA
         except ImportError as exc:
-            raise missing_extra("dPCA (with numexpr and numba)", exc) from exc
+            raise missing_extra("dPCA (with numexpr and numba)", "baselines", exc) from exc
         tensor = np.ascontiguousarray(averages.transpose(2, 0, 1))  # units x directions x time, as dPCA wants
         model = dPCA(labels="st", join={"s": ["s", "st"]}, n_components=self.n_components,
                      regularizer=self.regularizer)
@@ -51,4 +52,4 @@ class StimulusDPCA(TransformerMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """Stimulus components of rates (bins x units): (bins x n_components)."""
         check_is_fitted(self)
-        return (check_neural(X, self.n_features_in_) - self.mean_) @ self.components_.T
+        return (check_samples(X, "neural activity", self.n_features_in_) - self.mean_) @ self.components_.T

@@ -1,4 +1,4 @@
-"""Baselines: one fit/transform face, bad input, no test labels in default mode, real-session decoding."""
+"""Methods: one registry, one fit/transform face, bad input, no test labels in default mode, real-session decoding."""
 
 import inspect
 import sys
@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from ner.baselines import BASELINES, make_baseline
-from ner.baselines.pca import TrialAveragePCA, direction_averages
-from ner.baselines.pivae import PiVAE
 from ner.data import load_session, synthetic_session
 from ner.evaluation.decoding import decode_session
+from ner.evaluation.trials import trial_averages
+from ner.methods import METHODS, display_name, make_method
+from ner.methods.pca import TrialAveragePCA
+from ner.methods.pivae import PiVAE
 
 
 @pytest.fixture(scope="module")
@@ -53,32 +54,43 @@ def assert_beats_control(result, control, position_floor, accuracy_floor):
 # --- the face: registry, signatures, bad input (synthetic, no data needed) ---------------------------------------
 
 def test_registry_names_and_cebra_settings():
-    assert set(BASELINES) == {"cebra3d", "cebra16d", "pca", "umap", "umap_label", "dpca", "pivae"}
+    assert set(METHODS) == {"ner", "ner_own_positives", "ner_search_all", "cebra3d", "cebra16d", "pca", "umap",
+                            "umap_label", "dpca", "pivae"}
+    assert display_name("cebra16d") == "CEBRA 16-D" and display_name("mine") == "mine"
     for name, dims in (("cebra3d", 3), ("cebra16d", 16)):
-        model = make_baseline(name, max_iterations=5)
+        model = make_method(name, iterations=5)
         assert isinstance(model, cebra.CEBRA)
         params = model.get_params()
         assert params["output_dimension"] == dims and params["max_iterations"] == 5
         assert (params["model_architecture"], params["batch_size"], params["learning_rate"]) == ("offset1-model", 512, 1e-4)
         assert (params["temperature"], params["time_offsets"], params["conditional"]) == (1.0, 1, "time_delta")
-    assert make_baseline("umap_label").use_labels and not make_baseline("umap").use_labels
-    with pytest.raises(ValueError, match="unknown baseline 'ica'"):
-        make_baseline("ica")
-    with pytest.raises(ValueError, match="fixes output_dimension"):
-        make_baseline("cebra3d", output_dimension=8)
+    assert make_method("umap_label").use_labels and not make_method("umap").use_labels
+    with pytest.raises(ValueError, match="unknown method 'ica'"):
+        make_method("ica")
+
+
+def test_settings_a_method_lacks_are_errors_not_dropped():
+    # piVAE counts epochs: asking it for iterations used to be ignored silently.
+    with pytest.raises(ValueError, match="'pivae' does not train in iterations"):
+        make_method("pivae", iterations=5000)
+    assert make_method("pivae", params={"epochs": 7}).epochs == 7
+    with pytest.raises(ValueError, match="'pca' has no parameter.s. max_iterations"):
+        make_method("pca", params={"max_iterations": 10})
+    assert make_method("ner", iterations=123, seed=4).get_params()["max_iterations"] == 123
+    assert make_method("ner").get_params()["max_iterations"] == 20000  # the paper's length
 
 
 def test_transform_takes_rates_only():
     # The default embedding path cannot receive labels: transform has no second argument.
     for name in ("pca", "umap", "umap_label", "dpca", "pivae"):
-        assert list(inspect.signature(make_baseline(name).transform).parameters) == ["X"], name
+        assert list(inspect.signature(make_method(name).transform).parameters) == ["X"], name
 
 
 @pytest.mark.parametrize("name", ["pca", "dpca", "pivae", "umap_label"])
 def test_bad_input_is_named(name, synthetic):
     X, y = synthetic.neural, synthetic.labels
-    model = make_baseline(name)
-    with pytest.raises(ValueError, match="40 bins but labels have 3200"):
+    model = make_method(name)
+    with pytest.raises(ValueError, match="40 bins of samples but 3200 of labels"):
         model.fit(X[:40], y)
     nan = X.copy()
     nan[5, 2] = np.nan
@@ -91,13 +103,13 @@ def test_bad_input_is_named(name, synthetic):
 
 
 def test_trial_length_must_divide(synthetic):
-    with pytest.raises(ValueError, match="not whole trials of trial_length=40"):
+    with pytest.raises(ValueError, match="trial_length=40 does not divide the 3199"):
         TrialAveragePCA().fit(synthetic.neural[:-1], synthetic.labels[:-1])
 
 
 def test_transform_checks_units_and_fit(synthetic):
     model = TrialAveragePCA().fit(synthetic.neural, synthetic.labels)
-    with pytest.raises(ValueError, match="has 29 units but the baseline was fitted on 30"):
+    with pytest.raises(ValueError, match="has 29 columns, 30 expected"):
         model.transform(synthetic.neural[:, :29])
     with pytest.raises(Exception, match="not fitted"):
         PiVAE().transform(synthetic.neural)
@@ -107,14 +119,14 @@ def test_missing_extra_says_how_to_install(monkeypatch, synthetic):
     monkeypatch.setitem(sys.modules, "umap", None)  # makes `import umap` fail
     monkeypatch.setitem(sys.modules, "dPCA.dPCA", None)
     for name in ("umap", "dpca"):
-        with pytest.raises(ImportError, match=r'pip install "ner\[baselines\]"'):
-            make_baseline(name).fit(synthetic.neural, synthetic.labels)
+        with pytest.raises(ImportError, match=r'pip install "neural-embeddings-rank\[baselines\]"'):
+            make_method(name).fit(synthetic.neural, synthetic.labels)
 
 
 # --- each method on synthetic data --------------------------------------------------------------------------------
 
-def test_direction_averages_are_per_direction_means(synthetic):
-    averages = direction_averages(synthetic.neural, synthetic.labels, 40)
+def test_trial_averages_are_per_direction_means(synthetic):
+    averages = trial_averages(synthetic.neural, synthetic.labels, 40)
     assert averages.shape == (8, 40, 30)
     trials = synthetic.neural.reshape(-1, 40, 30)
     is_90 = synthetic.labels[::40, 2] == 90
@@ -134,10 +146,10 @@ def test_pca_fits_averages_and_decodes(synthetic):
 
 def test_dpca_stimulus_components(synthetic):
     pytest.importorskip("dPCA.dPCA")
-    first = make_baseline("dpca")
+    first = make_method("dpca")
     result, control = decode(first, synthetic)
     assert first.components_.shape == (3, 30)
-    again = make_baseline("dpca").fit(synthetic.train.neural, synthetic.train.labels)
+    again = make_method("dpca").fit(synthetic.train.neural, synthetic.train.labels)
     np.testing.assert_allclose(again.components_, first.components_)  # seeded randomized SVD
     # Stimulus axes: direction means differ far more along them than along a random axis set.
     averages = first.trial_averages_.mean(axis=1)  # 8 directions x units
@@ -183,7 +195,7 @@ def test_umap_fits_on_training_rows_only(monkeypatch, synthetic):
     monkeypatch.setattr(umap.UMAP, "fit", spy)
     train, test = synthetic.train, synthetic.test
     for name in ("umap", "umap_label"):
-        model = make_baseline(name).fit(train.neural, train.labels)
+        model = make_method(name).fit(train.neural, train.labels)
         embedding = model.transform(test.neural)
         assert embedding.shape == (len(test.neural), 2) and np.isfinite(embedding).all()
     (rows, target), (rows_label, target_label) = seen  # one fit each, nothing refitted on test data
@@ -197,14 +209,14 @@ def test_umap_fits_on_training_rows_only(monkeypatch, synthetic):
 
 @pytest.mark.slow
 def test_pca_on_chewie(chewie):
-    result, control = decode(make_baseline("pca", trial_length=chewie.trial_length), chewie)
+    result, control = decode(make_method("pca", trial_length=chewie.trial_length), chewie)
     assert_beats_control(result, control, position_floor=0.6, accuracy_floor=0.6)
 
 
 @pytest.mark.slow
 def test_dpca_on_chewie(chewie):
     pytest.importorskip("dPCA.dPCA")
-    result, control = decode(make_baseline("dpca", trial_length=chewie.trial_length), chewie)
+    result, control = decode(make_method("dpca", trial_length=chewie.trial_length), chewie)
     assert_beats_control(result, control, position_floor=0.6, accuracy_floor=0.6)
 
 
@@ -213,7 +225,7 @@ def test_dpca_on_chewie(chewie):
 def test_cebra_on_chewie(name, chewie):
     with torch.random.fork_rng(devices=[]):  # stock CEBRA takes no seed; its init and sampling draw from torch
         torch.manual_seed(0)
-        result, control = decode(make_baseline(name, max_iterations=500), chewie)
+        result, control = decode(make_method(name, iterations=500), chewie)
     assert result["test_velocity_r2"] > 0.15
     assert_beats_control(result, control, position_floor=0.4, accuracy_floor=0.5)
 
@@ -222,7 +234,7 @@ def test_cebra_on_chewie(name, chewie):
 @pytest.mark.parametrize("name", ["umap", "umap_label"])
 def test_umap_on_chewie(name, chewie):
     pytest.importorskip("umap")
-    result, control = decode(make_baseline(name), chewie)
+    result, control = decode(make_method(name), chewie)
     assert_beats_control(result, control, position_floor=0.2, accuracy_floor=0.4)
     if name == "umap_label":  # the angle target separates directions on held-out trials too
         assert result["test_peak_accuracy"] > 0.8
@@ -230,7 +242,7 @@ def test_umap_on_chewie(name, chewie):
 
 @pytest.mark.slow
 def test_pivae_on_chewie(chewie):
-    model = make_baseline("pivae", epochs=50)
+    model = make_method("pivae", params={"epochs": 50})
     result, control = decode(model, chewie)
     assert_beats_control(result, control, position_floor=0.25, accuracy_floor=0.4)
     informed = model.posterior_mean(chewie.test.neural, chewie.test.labels)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")  # figures are files; no screen on the machines this runs on
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ner.atomic import atomic_write  # noqa: E402
+from ner.atomic import atomic_write
 
 
 def angle_colors(angles_deg) -> np.ndarray:

@@ -17,7 +17,7 @@ from sklearn.decomposition import PCA
 from ner import pipeline
 from ner.data import load_session, synthetic_session, write_session_mat
 from ner.data.sessions import Session
-from ner.cache import cache_path, cross_session_path, read_npz, table_path
+from ner.workflow.store import cache_path, cross_session_path, read_npz, table_path
 from ner.pipeline import Unit, run_pipeline
 
 TINY = {"batch_size": 64}

@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
-from ner.baselines import check_fit_input, check_neural
+from ner.data.labels import check_paired, check_samples
 
 
 def label_features(y: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -76,7 +76,7 @@ class PiVAE(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, n_latent: int = 3, window: int = 10, hidden: int = 32, learning_rate: float = 2.5e-4,
-                 epochs: int = 50, batch_size: int = 200, device: str = "cuda_if_available", seed: int = 0):
+                 epochs: int = 50, batch_size: int = 200, device: str = "cuda_if_available", seed: int | None = 0):
         self.n_latent = n_latent
         self.window = window
         self.hidden = hidden
@@ -88,7 +88,7 @@ class PiVAE(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train on rates ``X`` (bins x units, non-negative) and labels ``y`` (bins x 3)."""
-        X, y = check_fit_input(X, y)
+        X, y = check_paired(X, y, name="training")
         if (X < 0).any():
             raise ValueError("piVAE models rates as Poisson counts: neural activity must be non-negative")
         if self.window < 7:
@@ -101,7 +101,8 @@ class PiVAE(TransformerMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
 
         with torch.random.fork_rng(devices=[]):  # seed this fit without touching the caller's stream
-            torch.manual_seed(self.seed)
+            if self.seed is not None:
+                torch.manual_seed(self.seed)
             network = _Network(X.shape[1], self.n_latent, self.window, self.hidden).to(self.device_)
             optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
             windows = self._windows(X)
@@ -124,7 +125,7 @@ class PiVAE(TransformerMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """Label-free embedding of rates (bins x units): the encoder mean, (bins x n_latent)."""
         check_is_fitted(self)
-        X = check_neural(X, self.n_features_in_)
+        X = check_samples(X, "neural activity", self.n_features_in_)
         with torch.no_grad():
             mean, _ = self.network_.encode(self._windows(X))
         return mean.cpu().numpy()
@@ -132,7 +133,7 @@ class PiVAE(TransformerMixin, BaseEstimator):
     def posterior_mean(self, X, y) -> np.ndarray:
         """Label-informed embedding: mean of q(z | x, u). It sees the labels ``y`` of the bins it embeds."""
         check_is_fitted(self)
-        X, y = check_fit_input(check_neural(X, self.n_features_in_), y)
+        X, y = check_paired(check_samples(X, "neural activity", self.n_features_in_), y, name="embedded")
         u = torch.as_tensor(label_features(y, self.label_mean_, self.label_scale_), device=self.device_)
         with torch.no_grad():
             mean, _ = _posterior(*self.network_.encode(self._windows(X)), *self.network_.label_prior(u))

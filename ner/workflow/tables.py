@@ -19,20 +19,20 @@ caches are unchanged is kept unless ``force``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from ner.cache import cross_session_path, matches, read_npz, stored_provenance, table_path, versions, write_npz
+from ner.evaluation.cross_session import SplitEmbedding, cross_session_matrices
+from ner.evaluation.decoding import SCORES, decode_session
+from ner.workflow.store import cross_session_path, digest, matches, publish, read_npz, stored_provenance, table_path
 
 __all__ = ["DECODERS", "build_tables", "decoding_tables", "cross_session_tables", "subject_of"]
 
 DECODERS = ("linear", "knn")
-METRICS = ("velocity_r2", "position_r2", "peak_accuracy", "accuracy_per_bin")
+FIELDS = (*SCORES, "accuracy_per_bin")  # what each table cell holds
 _PREFIX = {"linear": "", "knn": "knn_"}
 
 
@@ -52,8 +52,7 @@ def _published_caches(out_dir: Path) -> list[tuple[dict, Path, str]]:
 
 
 def _request(kind: str, caches) -> dict:
-    inputs = {f"{p['method']}/{p['session']}_{p['area']}": hashlib.sha256(stored.encode()).hexdigest()
-              for p, _, stored in caches}
+    inputs = {f"{p['method']}/{p['session']}_{p['area']}": digest(stored) for p, _, stored in caches}
     return {"table": kind, "protocol": "corrected", "decoders": list(DECODERS), "inputs": dict(sorted(inputs.items()))}
 
 
@@ -74,12 +73,6 @@ def _stale_groups(out_dir: Path, group_of, selected, path_of, kind: str, force: 
             summary["skipped"].append(str(target))
             continue
         yield group, caches, target, request
-
-
-def _publish(target: Path, arrays: dict, request: dict, **extra) -> None:
-    provenance = {**request, **extra, "versions": versions(),
-                  "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_npz(target, {**arrays, "provenance": np.array(json.dumps(provenance, sort_keys=True))})
 
 
 def _previous(target: Path, request: dict) -> dict | None:
@@ -120,8 +113,6 @@ def _reuse(previous, key, table, method, session, cell) -> bool:
 
 def decoding_tables(out_dir, areas: Iterable[str] | None = None, force: bool = False, summary=None) -> dict:
     """Decode every cached embedding of each area on its own session (linear and kNN decoders)."""
-    from ner.evaluation.decoding import decode_session
-
     out_dir = Path(out_dir)
     summary = summary if summary is not None else {"computed": [], "skipped": [], "failed": {}}
     for area, caches, target, request in _stale_groups(out_dir, lambda p: p["area"], areas, table_path,
@@ -135,7 +126,7 @@ def decoding_tables(out_dir, areas: Iterable[str] | None = None, force: bool = F
         table = {}
         for prefix in _PREFIX.values():
             for split in ("train", "test"):
-                for metric in METRICS:
+                for metric in FIELDS:
                     shape = (len(methods), len(sessions)) + ((longest,) if metric == "accuracy_per_bin" else ())
                     table[f"{prefix}{split}_{metric}"] = np.full(shape, np.nan)
         for (method, session), data in loaded.items():
@@ -150,14 +141,14 @@ def decoding_tables(out_dir, areas: Iterable[str] | None = None, force: bool = F
                     summary["failed"][f"{decoder} decoding {method}/{session}_{area}"] = str(error)
                     continue
                 for split in ("train", "test"):
-                    for metric in METRICS:
+                    for metric in FIELDS:
                         value = scores[f"{split}_{metric}"]
                         cell = table[f"{prefix}{split}_{metric}"]
                         if metric == "accuracy_per_bin":
                             cell[i, j, :len(value)] = value
                         else:
                             cell[i, j] = value
-        _publish(target, {"methods": np.array(methods), "sessions": np.array(sessions),
+        publish(target, {"methods": np.array(methods), "sessions": np.array(sessions),
                           "trial_length": np.array([lengths[session] for session in sessions]), **table},
                  request, area=area)
         summary["computed"].append(str(target))
@@ -167,8 +158,6 @@ def decoding_tables(out_dir, areas: Iterable[str] | None = None, force: bool = F
 def cross_session_tables(out_dir, subjects: Iterable[str] | None = None, force: bool = False,
                          summary=None) -> dict:
     """Align and decode every pair of cached units of each subject, per method (linear and kNN)."""
-    from ner.evaluation.cross_session import Session, cross_session_matrices
-
     out_dir = Path(out_dir)
     summary = summary if summary is not None else {"computed": [], "skipped": [], "failed": {}}
     for subject, caches, target, request in _stale_groups(out_dir, lambda p: subject_of(p["session"]), subjects,
@@ -184,7 +173,7 @@ def cross_session_tables(out_dir, subjects: Iterable[str] | None = None, force: 
         n = len(units)
         table = {}
         for decoder in DECODERS:
-            for metric in METRICS:
+            for metric in FIELDS:
                 shape = (len(methods), n, n) + ((trial_length,) if metric == "accuracy_per_bin" else ())
                 table[f"{decoder}_{metric}"] = np.full(shape, np.nan)
         previous = _previous(target, request)
@@ -199,7 +188,7 @@ def cross_session_tables(out_dir, subjects: Iterable[str] | None = None, force: 
                 for key in table:
                     table[key][m][np.ix_(index, index)] = old[key][row][np.ix_(where, where)]
                 continue
-            sessions = {u: Session(*(loaded[(method, *u)][key] for key in
+            sessions = {u: SplitEmbedding(*(loaded[(method, *u)][key] for key in
                                      ("train_embedding", "train_labels", "test_embedding", "test_labels")))
                         for u in present}
             index = [units.index(u) for u in present]
@@ -209,9 +198,9 @@ def cross_session_tables(out_dir, subjects: Iterable[str] | None = None, force: 
                 except ValueError as error:
                     summary["failed"][f"{decoder} cross-session {method}/{subject}"] = str(error)
                     continue
-                for metric in METRICS:
+                for metric in FIELDS:
                     table[f"{decoder}_{metric}"][m][np.ix_(index, index)] = result[metric]
-        _publish(target, {"methods": np.array(methods),
+        publish(target, {"methods": np.array(methods),
                           "units": np.array([f"{session}_{area}" for area, session in units]),
                           "sessions": np.array([session for _, session in units]),
                           "areas": np.array([area for area, _ in units]),

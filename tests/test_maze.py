@@ -12,7 +12,7 @@ import pytest
 pynwb = pytest.importorskip("pynwb")
 
 from ner import mc_maze
-from ner.cache import read_npz
+from ner.workflow.store import read_npz
 from ner.cli import main
 
 RATE_HZ = 1000.0

@@ -1,8 +1,8 @@
-"""Labelled batches, the loader that draws them, and the solver that ranks them.
+"""Labelled batches and the loader that draws them.
 
-CEBRA's batches carry inputs only and its solver calls criterions as
-``criterion(ref, pos, neg)``. NER's loss needs the reference labels instead of
-negatives, so these three subclasses carry labels from the loader to the loss.
+CEBRA's batches carry inputs only; NER's loss needs the reference labels instead of
+negatives, so this batch and loader carry labels on to the solver
+(:mod:`ner.model.solver`).
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ from typing import Literal
 import cebra.data
 import cebra.distributions
 import literate_dataclasses as dataclasses
-import torch
 from cebra.data.datatypes import Batch, BatchIndex
-from cebra.solver import register
-from cebra.solver.single_session import SingleSessionSolver
 
-from ner.sampling import ExactTimedeltaDistribution, seed_distributions
+from ner.model.sampling import ExactTimedeltaDistribution, seed_distributions
 
 
 class LabelledBatch(Batch):
@@ -83,30 +80,3 @@ class RankLoader(cebra.data.ContinuousDataLoader):
                 labels=labels[index.reference],
                 positive_labels=labels[index.positive] if own else None,
             )
-
-
-@register("ner-single-session")
-class RankSolver(SingleSessionSolver):
-    """Single-session solver whose criterion ranks labelled reference/positive pairs."""
-
-    _variant_name = "ner-single-session"
-
-    def _inference(self, batch: LabelledBatch) -> LabelledBatch:
-        batch.to(self.device)
-        # One pass over references and positives together.
-        both = self.model(torch.cat([batch.reference, batch.positive]))
-        reference, positive = both.split(len(batch.reference))
-        return LabelledBatch(reference, positive, batch.labels, batch.positive_labels)
-
-    def step(self, batch: LabelledBatch) -> dict:
-        self.optimizer.zero_grad()
-        prediction = self._inference(batch)
-        loss = self.criterion(prediction.reference, prediction.positive,
-                              prediction.labels, prediction.positive_labels)
-        loss.backward()
-        self.optimizer.step()
-        self.history.append(loss.item())
-        stats = dict(total=loss.item(), temperature=self.criterion.temperature)
-        for key, value in stats.items():
-            self.log[key].append(value)
-        return stats

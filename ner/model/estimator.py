@@ -10,9 +10,13 @@ import cebra.integrations.sklearn.utils as sklearn_utils
 import numpy as np
 import torch
 
+from sklearn.utils import check_array
+
+import ner.model.solver  # noqa: F401  (registers the "ner-single-session" solver with CEBRA)
 from ner.atomic import atomic_write
-from ner.loss import LabelDistance, RankLoss
-from ner.solver import RankLoader
+from ner.data.labels import PAPER_LAYOUT, LabelLayout
+from ner.model.loader import RankLoader
+from ner.model.loss import LabelDistance, RankLoss
 
 _CHECKPOINT_KEYS = ("args", "state", "state_dict")
 
@@ -23,21 +27,39 @@ class NER(cebra.CEBRA):
     CEBRA's encoder and training loop with the InfoNCE loss replaced by a rank
     loss over continuous labels. Defaults are the paper's: a 3-D embedding of
     neural activity ranked by (x-velocity, y-velocity, reach angle in degrees),
-    positives drawn with CEBRA's ``time_delta`` rule on the two velocity columns.
+    positives drawn with CEBRA's ``time_delta`` rule on the two velocity columns,
+    20000 iterations.
 
-    Args:
-        model_architecture, device, time_offsets, max_iterations,
-        max_adapt_iterations, batch_size, learning_rate, output_dimension,
-        verbose, num_hidden_units, pad_before_transform, optimizer_kwargs:
-            as in :class:`cebra.CEBRA`.
-        temperature: divides embedding distances in the loss.
-        n_label_columns: number of label columns ``y`` must have.
-        search_columns: label columns on which positives are searched.
-        circular_columns: ``(column, period)`` pairs measured the short way round.
-        positive_labels: ``"reference"`` (paper) ranks a positive by its
-            reference's labels, ``"own"`` by its own.
-        exact_search: KD-tree positive search; ``False`` uses CEBRA's dense search.
-        seed: seeds the model initialisation and the sampling.
+    Parameters
+    ----------
+    model_architecture, device, time_offsets, max_iterations, max_adapt_iterations, \
+batch_size, learning_rate, output_dimension, verbose, num_hidden_units, \
+pad_before_transform, optimizer_kwargs
+        As in :class:`cebra.CEBRA`.
+    temperature : float
+        Divides embedding distances in the loss (the original ignored it).
+    label_layout : LabelLayout
+        How ``y`` is read: its width, its circular columns, the columns positives are
+        searched on. The default is the paper's ``[vx, vy, angle]``; ``LabelLayout()``
+        takes any number of linear columns (positions, a 1-D variable).
+    positive_labels : {"reference", "own"}
+        ``"reference"`` (the paper) ranks a positive by its reference's labels,
+        ``"own"`` by its own.
+    exact_search : bool
+        KD-tree positive search; ``False`` uses CEBRA's dense search.
+    seed : int or None
+        Seeds the model initialisation and the sampling.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ner import NER, LabelLayout
+    >>> rng = np.random.default_rng(0)
+    >>> X, position = rng.normal(size=(600, 20)), rng.normal(size=(600, 2))
+    >>> model = NER(label_layout=LabelLayout(), max_iterations=5, batch_size=64,
+    ...             verbose=False, seed=0).fit(X, position)
+    >>> model.transform(X).shape
+    (600, 3)
     """
 
     def __init__(
@@ -46,7 +68,7 @@ class NER(cebra.CEBRA):
         device: str = "cuda_if_available",
         temperature: float = 1.0,
         time_offsets: int = 1,
-        max_iterations: int = 10000,
+        max_iterations: int = 20000,
         max_adapt_iterations: int = 500,
         batch_size: int = 512,
         learning_rate: float = 1e-4,
@@ -56,9 +78,7 @@ class NER(cebra.CEBRA):
         pad_before_transform: bool = True,
         optimizer_kwargs: tuple = (("betas", (0.9, 0.999)), ("eps", 1e-08),
                                    ("weight_decay", 0), ("amsgrad", False)),
-        n_label_columns: int = 3,
-        search_columns: tuple = (0, 1),
-        circular_columns: tuple = ((2, 360.0),),
+        label_layout: LabelLayout = PAPER_LAYOUT,
         positive_labels: Literal["reference", "own"] = "reference",
         exact_search: bool = True,
         seed: int | None = None,
@@ -72,9 +92,7 @@ class NER(cebra.CEBRA):
             verbose=verbose, num_hidden_units=num_hidden_units,
             pad_before_transform=pad_before_transform,
             optimizer_kwargs=optimizer_kwargs)
-        self.n_label_columns = n_label_columns
-        self.search_columns = search_columns
-        self.circular_columns = circular_columns
+        self.label_layout = label_layout
         self.positive_labels = positive_labels
         self.exact_search = exact_search
         self.seed = seed
@@ -91,15 +109,13 @@ class NER(cebra.CEBRA):
         return RankLoader(
             dataset=dataset, batch_size=self.batch_size,
             num_steps=max_iterations, time_offset=self.time_offsets,
-            search_columns=tuple(self.search_columns),
+            search_columns=self._layout().search_columns(dataset.continuous_index.shape[1]),
             positive_labels=self.positive_labels,
             exact_search=self.exact_search, seed=self.seed,
         ), "ner-single-session"
 
     def _prepare_criterion(self):
-        distance = LabelDistance(tuple(
-            (int(c), float(p)) for c, p in self.circular_columns))
-        return RankLoss(self.temperature, distance)
+        return RankLoss(self.temperature, LabelDistance(self._layout().circular))
 
     def _prepare_model(self, dataset, is_multisession):
         if self.seed is None:
@@ -110,38 +126,32 @@ class NER(cebra.CEBRA):
 
     # --- input validation ------------------------------------------------------
 
+    def _layout(self) -> LabelLayout:
+        if not isinstance(self.label_layout, LabelLayout):
+            raise ValueError("label_layout must be a ner.LabelLayout, got "
+                             f"{type(self.label_layout).__name__}")
+        return self.label_layout
+
     def _check_inputs(self, X, y: tuple):
         """Reject what CEBRA would accept silently or fail on deep inside torch."""
         if len(y) != 1:
             raise ValueError(f"NER.fit takes one label array y, got {len(y)}.")
-        X = np.asarray(X.cpu() if isinstance(X, torch.Tensor) else X)
-        label = y[0]
-        label = np.asarray(label.cpu() if isinstance(label, torch.Tensor) else label)
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (samples x neurons), got shape {X.shape}.")
-        if label.ndim != 2 or label.shape[1] != self.n_label_columns:
-            raise ValueError(
-                f"y must be 2-D with {self.n_label_columns} columns (for the paper: "
-                f"vx, vy, angle), got shape {label.shape}. Set n_label_columns "
-                "for other labels.")
+        X = check_array(_numpy(X), dtype=np.float32, input_name="X")
+        label = _numpy(y[0])
+        if np.asarray(label).ndim == 1:
+            label = np.asarray(label)[:, None]  # one continuous variable
+        label = check_array(label, dtype=None, input_name="y")
         if not np.issubdtype(label.dtype, np.floating):
             raise ValueError(
                 f"y has dtype {label.dtype}; NER ranks continuous labels, and CEBRA "
                 "would take integer labels as discrete. Pass y.astype(float).")
         if len(X) != len(label):
             raise ValueError(f"X has {len(X)} samples but y has {len(label)}.")
-        for name, array in (("X", X), ("y", label)):
-            if not np.all(np.isfinite(array)):
-                raise ValueError(f"{name} contains NaN or infinite values.")
-        columns = [*self.search_columns, *(c for c, _ in self.circular_columns)]
-        if any(not 0 <= c < label.shape[1] for c in columns):
-            raise ValueError(f"search_columns {self.search_columns} and "
-                             f"circular_columns {self.circular_columns} must index "
-                             f"the {label.shape[1]} columns of y.")
+        self._layout().check(label.shape[1])
         if self.batch_size is None or len(X) < self.batch_size:
             raise ValueError(f"X has {len(X)} samples, fewer than batch_size="
                              f"{self.batch_size}; lower batch_size.")
-        return X.astype(np.float32), label.astype(np.float32)
+        return X, label.astype(np.float32)
 
     # --- persistence -------------------------------------------------------------
 
@@ -204,3 +214,8 @@ class NER(cebra.CEBRA):
         solver.to(estimator.device_)
         estimator.model_, estimator.solver_ = model, solver
         return estimator
+
+
+def _numpy(array):
+    """A tensor as a numpy array; anything else (arrays, DataFrames) as it is."""
+    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array

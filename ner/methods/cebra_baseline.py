@@ -5,7 +5,7 @@ from __future__ import annotations
 import cebra
 
 
-def cebra_baseline(output_dimension: int = 3, max_iterations: int = 10000, **overrides) -> cebra.CEBRA:
+def cebra_baseline(output_dimension: int = 3, max_iterations: int = 20000, **overrides) -> cebra.CEBRA:
     """An unfitted ``cebra.CEBRA`` configured as the paper's CEBRA baseline.
 
     offset1-model, batch 512, learning rate 1e-4, temperature 1, time_offsets 1 and ``time_delta``

@@ -6,7 +6,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ner.baselines import check_fit_input, check_neural, missing_extra
+from ner.data.labels import check_paired, check_samples
+from ner.extras import missing_extra
 
 
 class UMAPBaseline(TransformerMixin, BaseEstimator):
@@ -28,17 +29,17 @@ class UMAPBaseline(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Fit on training rates ``X`` (bins x units); ``y`` (bins x 3) is required with ``use_labels``."""
         if self.use_labels:
-            X, y = check_fit_input(X, y)
+            X, y = check_paired(X, y, name="training")
             target = y[:, 2]
         else:
-            X = check_neural(X)
+            X = check_samples(X)
             target = None
         if len(X) <= self.n_neighbors:
             raise ValueError(f"UMAP needs more than n_neighbors={self.n_neighbors} bins to fit, got {len(X)}")
         try:
             import umap
         except ImportError as exc:
-            raise missing_extra("umap-learn", exc) from exc
+            raise missing_extra("umap-learn", "baselines", exc) from exc
         self.umap_ = umap.UMAP(n_components=self.n_components, n_neighbors=self.n_neighbors,
                                min_dist=self.min_dist, random_state=self.seed,
                                n_jobs=1 if self.seed is not None else -1)  # a seed means one thread anyway
@@ -49,4 +50,4 @@ class UMAPBaseline(TransformerMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """Embed new rates (bins x units) into the fitted map: (bins x n_components)."""
         check_is_fitted(self)
-        return self.umap_.transform(check_neural(X, self.n_features_in_))
+        return self.umap_.transform(check_samples(X, "neural activity", self.n_features_in_))

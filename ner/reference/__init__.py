@@ -1,0 +1,1 @@
+"""The original authors' results: their file layouts, the legacy protocol's scoring, the parity report."""
