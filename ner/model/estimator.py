@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Literal
 
@@ -99,6 +100,13 @@ pad_before_transform, optimizer_kwargs
 
     # --- the seams CEBRA's estimator builds a fit from -----------------------
 
+    def partial_fit(self, X, *y, **kwargs):
+        # CEBRA reads y's dtype before any seam sees it: DataFrames become arrays first.
+        return super().partial_fit(_numpy(X), *(_numpy(label) for label in y), **kwargs)
+
+    def transform(self, X, *args, **kwargs):
+        return super().transform(_numpy(X), *args, **kwargs)
+
     def _prepare_data(self, X, y):
         X, label = self._check_inputs(X, y)
         return super()._prepare_data(X, (label,))
@@ -168,6 +176,7 @@ pad_before_transform, optimizer_kwargs
         checkpoint = super()._get_state_dict()
         checkpoint["metadata"] = {key: str(value)  # TorchVersion is not plain
                                   for key, value in checkpoint["metadata"].items()}
+        checkpoint["args"]["label_layout"] = dataclasses.asdict(self._layout())
         return checkpoint
 
     def save(self, filename, backend: Literal["sklearn"] = "sklearn"):
@@ -190,7 +199,8 @@ pad_before_transform, optimizer_kwargs
                 key not in checkpoint for key in _CHECKPOINT_KEYS):
             raise ValueError(f"{filename} is not a NER checkpoint: expected a dict "
                              f"with keys {_CHECKPOINT_KEYS}.")
-        args, state = checkpoint["args"], checkpoint["state"]
+        args, state = dict(checkpoint["args"]), checkpoint["state"]
+        args["label_layout"] = LabelLayout(**args["label_layout"])
         estimator = cls(**args)
         for key, value in state.items():
             setattr(estimator, key, value)
@@ -217,5 +227,7 @@ pad_before_transform, optimizer_kwargs
 
 
 def _numpy(array):
-    """A tensor as a numpy array; anything else (arrays, DataFrames) as it is."""
-    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array
+    """Tensors and table-like inputs (DataFrames) as numpy arrays; anything else as it is."""
+    if isinstance(array, torch.Tensor):
+        return array.detach().cpu().numpy()
+    return array.to_numpy() if hasattr(array, "to_numpy") else array

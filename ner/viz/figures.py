@@ -6,6 +6,7 @@ write PDF and PNG into ``figures/`` (``$NER_FIGURES_DIR``); :mod:`ner.viz.notebo
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,7 +15,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ner.evaluation.cross_session import SplitEmbedding, pair_alignment, session_averages
-from ner.evaluation.decoding import decode_session
 from ner.evaluation.statistics import off_diagonal
 from ner.evaluation.trials import direction_angles, trial_averages
 from ner.methods import display_name
@@ -30,9 +30,9 @@ from ner.workflow.store import (
     table_path,
 )
 
-__all__ = ["BIN_MS", "FIGURES_DIR_ENV", "figures_dir", "embedding", "decoding", "cross_session", "result",
-           "method_rows", "label", "decode", "trial_average", "aligned_latents", "short_name",
-           "draw_cross_session", "draw_aligned_latents", "save"]
+__all__ = ["BIN_MS", "FIGURES_DIR_ENV", "cache_dir", "figures_dir", "embedding", "decoding", "cross_session",
+           "result", "parity_report", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
+           "aligned_latents", "short_name", "draw_cross_session", "draw_aligned_latents", "save"]
 
 BIN_MS = 30  # every reaching session is binned at 30 ms
 FIGURES_DIR_ENV = "NER_FIGURES_DIR"
@@ -71,6 +71,21 @@ def result(name: str, root=None) -> dict:
     return _read(result_path(root or cache_dir(), name), "ner reproduce")
 
 
+def parity_report(root=None) -> dict | None:
+    """The parity report on the original authors' latents (:mod:`ner.reference.parity`), or None where
+    it was never made (it needs their folder: ``ner reproduce --reference DIR``)."""
+    path = result_path(root or cache_dir(), "parity")
+    return json.loads(str(read_npz(path)["report"])) if path.exists() else None
+
+
+def session_row(table: dict, session: str) -> int:
+    """Column of ``session`` in a decoding table; a clear error when it has none."""
+    present = table["sessions"].tolist()
+    if session not in present:
+        raise KeyError(f"the table has no session {session} (it has {', '.join(present)})")
+    return present.index(session)
+
+
 def method_rows(table: dict, methods: Iterable[str]) -> list[int]:
     """Row of each of ``methods`` in a table; a clear error names the ones it lacks."""
     present = table["methods"].tolist()
@@ -84,12 +99,6 @@ def method_rows(table: dict, methods: Iterable[str]) -> list[int]:
 def trial_average(embedding, labels, trial_length) -> tuple[np.ndarray, np.ndarray]:
     """Per-direction trial averages (8 x trial_length x dims) and the 8 directions' angles."""
     return trial_averages(embedding, labels, trial_length), direction_angles()
-
-
-def decode(cache: dict, decoder: str = "linear") -> dict:
-    """:func:`~ner.evaluation.decoding.decode_session` on a cache: decoders fitted on its training trials."""
-    return decode_session(cache["train_embedding"], cache["train_labels"], cache["test_embedding"],
-                          cache["test_labels"], int(cache["trial_length"]), method=decoder)
 
 
 def aligned_latents(caches: dict, anchor: str) -> dict:

@@ -50,7 +50,7 @@ def _decoded(out_dir: Path, caches: dict) -> dict:
     predicted = []
     for cache in caches.values():
         predicted.append(_decode_cache(cache)["test_predicted_velocity"])
-    arrays.update(test_predicted_velocity=np.stack(predicted).astype(np.float32),
+    arrays.update(test_predicted_velocity=np.stack(predicted),
                   test_labels=next(iter(caches.values()))["test_labels"])
     return arrays
 
@@ -71,7 +71,7 @@ def _rank_agreement(out_dir: Path, caches: dict) -> dict:
                                 torch.from_numpy(labels[others]).double()).numpy()
     latent_gap = np.linalg.norm(latent[references, None] - latent[None, others], axis=-1)
     rho = np.array([spearmanr(a, b)[0] for a, b in zip(label_gap, latent_gap)])
-    return {"label_distance": label_gap.astype(np.float32), "latent_distance": latent_gap.astype(np.float32),
+    return {"label_distance": label_gap, "latent_distance": latent_gap,
             "spearman_rho": rho}
 
 
