@@ -55,7 +55,9 @@ def test_legacy_uses_swapped_velocity_r2_and_per_direction_pick():
     right = cross_session_matrices(sessions, T)
     assert not np.allclose(np.diag(legacy["velocity_r2"]), np.diag(right["velocity_r2"]), atol=1e-6)
     np.testing.assert_allclose(np.diag(legacy["position_r2"]), np.diag(right["position_r2"]))
-    assert all(hasattr(a, "candidates") for a in legacy["alignments"].values())
+    for alignment in legacy["alignments"].values():
+        assert alignment.candidates.shape == (8, 3, 3)
+        np.testing.assert_array_equal(alignment.rotation, alignment.candidates[alignment.pick])
 
 
 def test_knn_matrices():

@@ -1,14 +1,24 @@
+import dataclasses
 import functools
 import hashlib
 import http.server
 import threading
 
+import numpy as np
 import pytest
 
 from ner.data import download as fetch_module
-from ner.data import fetch, load_session
+from ner.data import fetch, load_session, synthetic_session, write_session_mat
+from ner.data.sessions import FILE_SUFFIX
 
-SMALL = ["Chewie_20150630", "Han_20171207"]  # two small files from the two upstream folders
+REAL_SMALL = ["Chewie_20150630", "Han_20171207"]  # two small real files from the two upstream folders
+
+# Synthetic stand-ins, laid out like the two upstream folders. SYNTH_BLOB's registry entry has no sha256
+# or size (like 6 of the 19 real entries), so it is verified by git blob id only.
+SYNTH_SHA = "Synth_20200101"
+SYNTH_BLOB = "Synth_20200102"
+SYNTH = [SYNTH_SHA, SYNTH_BLOB]
+SYNTH_TRIALS = {SYNTH_SHA: 12, SYNTH_BLOB: 10}
 
 
 class Mirror:
@@ -38,14 +48,58 @@ class Mirror:
         served = self.file(name)
         content = bytearray(served.read_bytes())
         content[len(content) // 2] ^= 0xFF
-        served.unlink()  # a symlink to the read-only original: replace it, never write through it
+        served.unlink()  # may be a symlink to a read-only original: replace it, never write through it
         served.write_bytes(bytes(content))
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sha256_of(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture
-def mirror(tmp_path, data_dir):
+def synthetic(tmp_path, monkeypatch):
+    """Two synthetic session files in a mirror tree, and ner.data.download.registry() describing them.
+
+    Returns the sessions written, by name. registry() is lru_cached in the module; replacing the module
+    attribute is enough, since fetch() and session_names() (which sessions.py imports lazily) look it up
+    there at call time.
+    """
     root = tmp_path / "mirror"
-    for name in SMALL:
+    sessions, entries = {}, {}
+    for seed, (name, folder, area) in enumerate([(SYNTH_SHA, "SU_16M1", "M1"), (SYNTH_BLOB, "SU_3S1", "S1")]):
+        session = synthetic_session(n_trials=SYNTH_TRIALS[name], n_neurons=6, trial_length=35 + seed * 5, seed=seed)
+        session = dataclasses.replace(session, name=name, area=area, trial_ids=None)
+        path = f"data/{folder}/{name}{FILE_SUFFIX}"
+        served = write_session_mat(session, root / path)
+        known_sha = name == SYNTH_SHA
+        entries[name] = fetch_module.RegistryEntry(
+            path=path,
+            git_blob_sha1=fetch_module.git_blob_sha1(served),
+            sha256=sha256_of(served) if known_sha else None,
+            size=served.stat().st_size if known_sha else None,
+        )
+        sessions[name] = session
+    monkeypatch.setattr(fetch_module, "registry", lambda: dict(entries))
+    assert fetch_module.session_names() == SYNTH
+    return sessions
+
+
+@pytest.fixture
+def mirror(tmp_path, synthetic):
+    served = Mirror(tmp_path / "mirror")
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def real_mirror(tmp_path, data_dir):
+    """A mirror serving (symlinks to) two real files, checked against the packaged registry."""
+    root = tmp_path / "real_mirror"
+    for name in REAL_SMALL:
         entry = fetch_module.registry()[name]
         source = data_dir / entry.filename
         if not source.is_file():
@@ -54,12 +108,10 @@ def mirror(tmp_path, data_dir):
         (root / entry.path).symlink_to(source)
     served = Mirror(root)
     yield served
-    served.server.shutdown()
-    served.server.server_close()
+    served.close()
 
 
-def sha256_of(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+# --- real files: the packaged registry describes them ---------------------------------------------------
 
 
 def test_registry_matches_upstream_lists(data_dir):
@@ -80,69 +132,138 @@ def test_registry_matches_upstream_lists(data_dir):
             assert local.stat().st_size == entry.size
 
 
-def test_fetch_downloads_verifies_and_does_not_repeat(mirror, tmp_path):
+def test_real_files_pass_the_packaged_registry(real_mirror, tmp_path):
     dest = tmp_path / "dest"
-    paths = fetch(SMALL, dest=dest, base_url=mirror.url, progress=False)
+    paths = fetch(REAL_SMALL, dest=dest, base_url=real_mirror.url, progress=False)
     registry = fetch_module.registry()
-    assert paths == [dest / registry[name].filename for name in SMALL]
-    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in paths)  # no partial files left
-    for name, path in zip(SMALL, paths):
+    for name, path in zip(REAL_SMALL, paths):
         assert sha256_of(path) == registry[name].sha256
     assert load_session("Han_20171207", area="S1", data_dir=dest).n_trials == 244
-    assert len(mirror.requests) == 2
 
-    assert fetch(SMALL, dest=dest, base_url=mirror.url, progress=False) == paths
+
+# --- fetch itself, against synthetic files -----------------------------------------------------------------
+
+
+def test_fetch_downloads_verifies_and_does_not_repeat(mirror, synthetic, tmp_path):
+    dest = tmp_path / "dest"
+    paths = fetch(SYNTH, dest=dest, base_url=mirror.url, progress=False)
+    registry = fetch_module.registry()
+    assert paths == [dest / registry[name].filename for name in SYNTH]
+    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in paths)  # no partial files left
+    for name, path in zip(SYNTH, paths):
+        assert path.read_bytes() == mirror.file(name).read_bytes()
+        assert fetch_module.git_blob_sha1(path) == registry[name].git_blob_sha1
+    assert sorted(mirror.requests) == sorted("/" + registry[name].path for name in SYNTH)
+    for name, original in synthetic.items():
+        loaded = load_session(name, area=original.area, data_dir=dest)
+        assert (loaded.n_trials, loaded.trial_length) == (original.n_trials, original.trial_length)
+        np.testing.assert_array_equal(loaded.neural, original.neural)
+        np.testing.assert_allclose(loaded.labels, original.labels, rtol=1e-6, atol=1e-5)
+
+    # verified files are kept as they are: no second request, not rewritten
+    mtimes = [path.stat().st_mtime_ns for path in paths]
+    assert fetch(SYNTH, dest=dest, base_url=mirror.url, progress=False) == paths
     assert len(mirror.requests) == 2
+    assert [path.stat().st_mtime_ns for path in paths] == mtimes
+
+
+def test_fetch_all_when_no_names_given(mirror, tmp_path):
+    dest = tmp_path / "dest"
+    paths = fetch(dest=dest, base_url=mirror.url, progress=False)
+    assert [path.name for path in paths] == [name + FILE_SUFFIX for name in SYNTH]
+    assert all(path.is_file() for path in paths) and len(mirror.requests) == 2
 
 
 def test_corrupt_download_is_refused_and_removed(mirror, tmp_path):
     dest = tmp_path / "dest"
-    mirror.corrupt("Chewie_20150630")
-    entry = fetch_module.registry()["Chewie_20150630"]
+    mirror.corrupt(SYNTH_SHA)
+    entry = fetch_module.registry()[SYNTH_SHA]
     message = f"checksum mismatch for {entry.filename}.*sha256 expected {entry.sha256}, got [0-9a-f]{{64}}"
     with pytest.raises(ValueError, match=message):
-        fetch("Chewie_20150630", dest=dest, base_url=mirror.url, progress=False)
-    assert list(dest.iterdir()) == []
+        fetch(SYNTH_SHA, dest=dest, base_url=mirror.url, progress=False)
+    assert list(dest.iterdir()) == []  # neither the real name nor a .part file
+    assert len(mirror.requests) == 1
 
 
-def test_blob_id_verifies_when_sha256_is_unknown(mirror, tmp_path, monkeypatch):
-    entry = fetch_module.registry()["Chewie_20150630"]
-    monkeypatch.setattr(fetch_module, "registry", lambda: {entry.name: entry._replace(sha256=None, size=None)})
+def test_blob_id_verifies_when_sha256_is_unknown(mirror, tmp_path):
+    entry = fetch_module.registry()[SYNTH_BLOB]
+    assert entry.sha256 is None and entry.size is None
     dest = tmp_path / "dest"
-    (path,) = fetch(entry.name, dest=dest, base_url=mirror.url, progress=False)
-    assert sha256_of(path) == entry.sha256
+    (path,) = fetch(SYNTH_BLOB, dest=dest, base_url=mirror.url, progress=False)
+    assert path.read_bytes() == mirror.file(SYNTH_BLOB).read_bytes()
+
+    # a verified local copy is kept on the blob id alone
+    assert fetch(SYNTH_BLOB, dest=dest, base_url=mirror.url, progress=False) == [path]
+    assert len(mirror.requests) == 1
 
     path.unlink()
-    mirror.corrupt(entry.name)
+    mirror.corrupt(SYNTH_BLOB)
     with pytest.raises(ValueError, match=f"git blob sha1 expected {entry.git_blob_sha1}, got [0-9a-f]{{40}}"):
-        fetch(entry.name, dest=dest, base_url=mirror.url, progress=False)
+        fetch(SYNTH_BLOB, dest=dest, base_url=mirror.url, progress=False)
     assert list(dest.iterdir()) == []
 
 
-def test_damaged_local_copy_is_downloaded_again(mirror, tmp_path):
+@pytest.mark.parametrize("name", SYNTH)
+def test_damaged_local_copy_is_downloaded_again(mirror, tmp_path, name):
     dest = tmp_path / "dest"
     dest.mkdir()
-    entry = fetch_module.registry()["Chewie_20150630"]
-    (dest / entry.filename).write_bytes(b"not a session")
-    (path,) = fetch(entry.name, dest=dest, base_url=mirror.url, progress=False)
-    assert sha256_of(path) == entry.sha256 and len(mirror.requests) == 1
+    good = mirror.file(name).read_bytes()
+    (dest / (name + FILE_SUFFIX)).write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, one bit off
+    (path,) = fetch(name, dest=dest, base_url=mirror.url, progress=False)
+    assert path.read_bytes() == good and len(mirror.requests) == 1
+    assert list(dest.iterdir()) == [path]
 
 
 def test_mirror_from_environment_and_default_dest(mirror, tmp_path, monkeypatch):
     monkeypatch.setenv("NER_FETCH_URL", mirror.url)
     monkeypatch.setenv("NER_DATA_DIR", str(tmp_path / "env_dest"))
-    (path,) = fetch("Han_20171207", progress=False)
-    assert path == tmp_path / "env_dest" / "Han_20171207_neural_con_dis_index.mat" and path.is_file()
+    (path,) = fetch(SYNTH_SHA, progress=False)
+    assert path == tmp_path / "env_dest" / f"{SYNTH_SHA}_neural_con_dis_index.mat" and path.is_file()
+    assert mirror.requests == ["/" + fetch_module.registry()[SYNTH_SHA].path]
+
+
+def test_explicit_base_url_overrides_environment(mirror, tmp_path, monkeypatch):
+    monkeypatch.setenv("NER_FETCH_URL", "http://127.0.0.1:9/nowhere/")
+    (path,) = fetch(SYNTH_SHA, dest=tmp_path / "dest", base_url=mirror.url.rstrip("/"), progress=False)
+    assert path.is_file() and len(mirror.requests) == 1
 
 
 def test_missing_on_server_is_a_clear_error(mirror, tmp_path):
-    mirror.file("Chewie_20150630").unlink()
-    with pytest.raises(OSError, match="could not download .*Chewie_20150630.*404"):
-        fetch("Chewie_20150630", dest=tmp_path / "dest", base_url=mirror.url, progress=False)
+    mirror.file(SYNTH_SHA).unlink()
+    with pytest.raises(OSError, match=f"could not download .*{SYNTH_SHA}.*404.*NER_FETCH_URL"):
+        fetch(SYNTH_SHA, dest=tmp_path / "dest", base_url=mirror.url, progress=False)
     assert list((tmp_path / "dest").iterdir()) == []
 
 
-def test_unknown_names_are_listed(tmp_path):
+def test_unknown_names_are_listed(synthetic, tmp_path):
+    dest = tmp_path / "dest"
+    with pytest.raises(ValueError) as raised:
+        fetch(["Chewie_19990101", SYNTH_SHA], dest=dest, base_url="http://127.0.0.1:9/")
+    assert str(raised.value) == f"unknown session(s) Chewie_19990101; sessions that can be fetched: {', '.join(SYNTH)}"
+    assert not dest.exists()
+
+
+def test_unknown_names_are_listed_from_packaged_registry(tmp_path):
     with pytest.raises(ValueError, match="unknown session.s. Chewie_19990101; sessions that can be fetched: Chewie_"):
         fetch(["Chewie_19990101"], dest=tmp_path, base_url="http://127.0.0.1:9/")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- load_session's hint for a session that is not on disk -------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Chewie_20161007", "Han_20171201"])  # packaged registry: no data needed
+def test_missing_fetchable_session_names_the_fetch_call(tmp_path, name):
+    with pytest.raises(FileNotFoundError) as raised:
+        load_session(name, data_dir=tmp_path)
+    message = str(raised.value)
+    assert "ner.data.fetch([" in message and repr(name) in message
+    assert f"ner fetch {name}" in message
+    assert "ner.data.download" not in message
+
+
+def test_missing_fetchable_session_uses_current_registry(synthetic, tmp_path):
+    with pytest.raises(FileNotFoundError, match=rf"ner fetch {SYNTH_BLOB}.*ner\.data\.fetch\(\[{SYNTH_BLOB!r}\]"):
+        load_session(SYNTH_BLOB, data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"sessions that can be fetched: {', '.join(SYNTH)}$"):
+        load_session("Chewie_20161007", data_dir=tmp_path)  # no longer fetchable once the registry is replaced

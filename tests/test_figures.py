@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from ner.viz import figures
+from ner.viz import figures, plotting
 from ner.data import synthetic_session
 
 
@@ -64,4 +64,15 @@ def test_cross_session_panels_need_one_axis_each():
     assert axes[1].get_title().startswith("NER, linear: position r2")
     with pytest.raises(ValueError, match="3 panels .* need as many axes, got 2"):
         figures.draw_cross_session(axes[:2], table, "ner", ["A_1_M1"])
+    plt.close(fig)
+
+
+def test_accuracy_bands_are_the_standard_error_of_the_mean():
+    curves = np.array([[[0.2, 0.5], [0.4, 0.5], [0.9, 0.8]]])  # 1 method x 3 sessions x 2 bins
+    fig, ax = plt.subplots()
+    plotting.plot_accuracy_over_time(ax, curves, ["NER"], bin_ms=30)
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    sem = np.std(curves[0] * 100, axis=0, ddof=1) / np.sqrt(3)  # ddof=1: the sample standard deviation
+    mean = curves[0].mean(axis=0) * 100
+    np.testing.assert_allclose([band.min(), band.max()], [(mean - sem).min(), (mean + sem).max()])
     plt.close(fig)

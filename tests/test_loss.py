@@ -5,7 +5,7 @@ from ner.model.loss import LabelDistance, RankLoss, rank_loss
 
 
 def defining_formula(features, labels, temperature, distance=LabelDistance()):
-    """The loss exactly as written in DESIGN.md, one row i at a time (O(n^3))."""
+    """The loss exactly as its definition reads (ner.model.loss), one row i at a time (O(n^3))."""
     n = len(features)
     label_distance = distance(labels, labels)
     eye = torch.eye(n, dtype=torch.bool)

@@ -177,6 +177,12 @@ def test_pivae_default_path_never_uses_labels(synthetic):
     np.testing.assert_allclose(again.transform(synthetic.test.neural), embedding, rtol=1e-5, atol=1e-6)
 
 
+def test_pivae_trains_unseeded(synthetic):
+    # seed=None (which the pipeline allows) used to reach torch.manual_seed(None) and raise.
+    model = PiVAE(epochs=1, seed=None).fit(synthetic.train.neural, synthetic.train.labels)
+    assert np.isfinite(model.transform(synthetic.test.neural)).all() and len(model.loss_history_) == 1
+
+
 def test_pivae_rejects_negative_rates(synthetic):
     with pytest.raises(ValueError, match="non-negative"):
         PiVAE(epochs=1).fit(synthetic.neural - 1.0, synthetic.labels)

@@ -83,3 +83,12 @@ def test_a_missing_cache_fails_naming_the_notebook_and_the_fix(tmp_path, monkeyp
     assert not (tmp_path / "figures").exists()
     with pytest.raises(ValueError, match="no notebook .* starts with 99"):
         run_notebooks(["99"], progress=False)
+
+
+def test_running_a_notebook_prints_no_kernel_warning(tmp_path, monkeypatch, capfd):
+    # Over TCP every kernel warned that its traffic was unencrypted; the runner talks to it over local sockets.
+    monkeypatch.setenv("NER_FIGURES_DIR", str(tmp_path))
+    monkeypatch.delenv("NER_CACHE_DIR", raising=False)
+    run_notebooks(["13"], progress=False)
+    assert "WARNING" not in capfd.readouterr().err
+    assert (tmp_path / "fig13_accuracy_pmd_s1.png").exists()

@@ -19,8 +19,8 @@ WINDOW = (-200.0, 600.0)
 N_BINS = 40
 
 
-def _write(path, *, trial_columns=True, hand_vel=True, units=True, drop=()):
-    """Write the test file; ``drop`` names trial columns to leave out."""
+def _write(path, *, trial_columns=True, hand_vel=True, units=True, drop=(), nan_at=()):
+    """Write the test file; ``drop`` names trial columns to leave out, ``nan_at`` velocity samples masked."""
     rng = np.random.default_rng(0)
     nwb = pynwb.NWBFile(
         session_description="synthetic maze", identifier="test", session_start_time=datetime.now(timezone.utc)
@@ -61,9 +61,11 @@ def _write(path, *, trial_columns=True, hand_vel=True, units=True, drop=()):
         nwb.add_trial(start_time=trial * TRIAL_S, stop_time=(trial + 1) * TRIAL_S,
                       **{key: value for key, value in values.items() if key not in drop})
 
+    velocity_written = velocity.copy()
+    velocity_written[list(nan_at)] = np.nan
     if hand_vel:
         behavior = nwb.create_processing_module("behavior", "hand kinematics")
-        behavior.add(pynwb.TimeSeries(name="hand_vel", data=velocity, unit="mm/s", rate=RATE_HZ, starting_time=0.0))
+        behavior.add(pynwb.TimeSeries(name="hand_vel", data=velocity_written, unit="mm/s", rate=RATE_HZ, starting_time=0.0))
     with pynwb.NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
     return velocity, directions
@@ -152,7 +154,24 @@ def test_bad_window_and_unknown_area(tmp_path):
         load_mc_maze(tmp_path / "maze.nwb", bin_ms=BIN_MS, window=WINDOW, area="S1")
 
 
+def test_masked_velocity_samples_leave_the_other_samples_binned(tmp_path, maze):
+    # NLB files mask behaviour with NaN. One NaN before the first trial used to poison every running sum
+    # after it, so that every trial was dropped; now a bin averages its finite samples only.
+    before_first = 100  # 0.1 s, before the first window opens at 0.6 s
+    in_trial_3 = int((3 * TRIAL_S + ONSET_S) * RATE_HZ) + 50
+    _write(tmp_path / "masked.nwb", nan_at=(before_first, in_trial_3))
+    session, trials = load_mc_maze(tmp_path / "masked.nwb", bin_ms=BIN_MS, window=WINDOW)
+    reference, reference_trials = maze[0], maze[1]
+    assert trials.nwb_trial_id.tolist() == reference_trials.nwb_trial_id.tolist()
+    trial_3 = np.isin(session.trial_ids, np.flatnonzero(reference_trials.nwb_trial_id == 3))
+    np.testing.assert_array_equal(session.labels[~trial_3], reference.labels[~trial_3])
+    # The bin that lost a sample is the mean of the other 19: close to, not equal to, the full mean.
+    changed = np.flatnonzero(np.any(session.labels != reference.labels, axis=1))
+    assert len(changed) == 1 and trial_3[changed[0]]
+    np.testing.assert_allclose(session.labels[changed], reference.labels[changed], atol=30)
+
+
 def test_without_pynwb_the_error_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pynwb", None)
-    with pytest.raises(ImportError, match=r'pip install "ner\[nwb\]"'):
+    with pytest.raises(ImportError, match=r'pip install "neural-embeddings-rank\[nwb\]"'):
         load_mc_maze(tmp_path / "absent.nwb")

@@ -4,7 +4,7 @@ The layout assumed is the Neural Latents Benchmark one: a ``units`` table with `
 the units' electrode groups), a ``trials`` table with ``move_onset_time``, ``target_pos``, ``active_target``
 and the condition columns ``trial_type``, ``trial_version`` and ``maze_id``, and the hand velocity as a
 TimeSeries ``hand_vel`` in ``processing/behavior`` (or in ``acquisition``). ``pynwb`` is the optional
-extra ``ner[nwb]``.
+extra ``neural-embeddings-rank[nwb]``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from ner.extras import missing_extra
+
+from .maze import CONDITION_COLUMNS
 from .sessions import Session
 
 # Labels are cm/s times 10, i.e. mm/s; these turn a TimeSeries unit into that.
 _VELOCITY_SCALES = {"mm/s": 1.0, "millimeters/second": 1.0, "cm/s": 10.0, "centimeters/second": 10.0,
                     "m/s": 1000.0, "meters/second": 1000.0}
-_CONDITION_COLUMNS = ("trial_type", "trial_version", "maze_id")
 KERNEL_TRUNCATE_SD = 4.0 / 1.5  # the reach sessions' kernel: sd 1.5 bins cut to 9 taps
 
 
@@ -49,7 +51,7 @@ def _import_pynwb():
     try:
         import pynwb
     except ImportError as error:
-        raise ImportError('reading NWB files needs pynwb: pip install "ner[nwb]"') from error
+        raise missing_extra("pynwb (reading NWB files)", "nwb", error) from error
     return pynwb
 
 
@@ -123,11 +125,17 @@ def _final_target(target_pos, active, trial: int) -> np.ndarray:
 
 
 def _bin_means(times: np.ndarray, values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Mean of the samples in each [edge_j, edge_j+1) interval; NaN where an interval holds no sample."""
-    cumulative = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
+    """Mean of the finite samples in each [edge_j, edge_j+1) interval; NaN where an interval holds none.
+
+    Running sums skip non-finite samples (NLB masks held-out behaviour with NaN): one NaN must not
+    poison every later bin of the recording.
+    """
+    finite = np.isfinite(values)
+    cumulative = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(np.where(finite, values, 0.0), axis=0)])
+    counted = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(finite, axis=0)])
     index = np.searchsorted(times, edges, side="left")  # trials x (bins + 1)
-    counts = np.diff(index, axis=1)[..., None]
     sums = cumulative[index[:, 1:]] - cumulative[index[:, :-1]]
+    counts = counted[index[:, 1:]] - counted[index[:, :-1]]
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts
 
@@ -193,7 +201,7 @@ def load_mc_maze(
 
         offsets = (start_ms + bin_ms * np.arange(n_bins + 1)) / 1000.0
         binned_velocity = _bin_means(times, velocity, onset[:, None] + offsets)
-        # No samples (outside the recording) or NaN samples (NLB masks held-out behaviour): trial unusable.
+        # A bin without a finite sample (outside the recording, or wholly masked): the trial is unusable.
         keep &= np.isfinite(binned_velocity).all(axis=(1, 2))
         rows = np.flatnonzero(keep)
         if len(rows) == 0:
@@ -205,7 +213,7 @@ def load_mc_maze(
         ])
         conditions = {
             column: np.asarray(trials[column][:])[rows] if column in trials.colnames else None
-            for column in _CONDITION_COLUMNS
+            for column in CONDITION_COLUMNS
         }
         nwb_ids = np.asarray(trials.id[:])[rows]
 

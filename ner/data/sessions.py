@@ -192,7 +192,7 @@ def _unknown_session(name: str, folder: Path) -> FileNotFoundError:
     where = f"{folder} (set {DATA_DIR_ENV} or pass data_dir to look elsewhere)"
     listing = ", ".join(present) if present else "none"
     if name in session_names():
-        fix = f"download it with `ner fetch {name}` or ner.data.download([{name!r}], dest=...)"
+        fix = f"download it with `ner fetch {name}` or ner.data.fetch([{name!r}], dest=...)"
     else:
         fix = "sessions that can be fetched: " + ", ".join(session_names())
     return FileNotFoundError(f"session {name!r} not found in {where}; sessions there: {listing}; {fix}")
