@@ -38,3 +38,12 @@ def test_no_module_imports_another_modules_private_names(path):
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_stay_short(path):
     assert len(path.read_text().splitlines()) <= 400, f"{path} has grown past 400 lines: split it"
+
+
+def test_subpackages_are_attributes_and_data_stays_light():
+    # `import ner; ner.data.load_session` used to raise AttributeError; ner.data must not pull torch or CEBRA.
+    code = ("import sys, ner; ner.data.load_session; ner.evaluation.decode_session; "
+            "assert 'torch' not in sys.modules and 'cebra' not in sys.modules, sorted(sys.modules); "
+            "ner.NER; assert 'cebra' in sys.modules")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -29,7 +29,7 @@ EIGHT_DIRECTIONS = set(range(0, 360, 45))
 
 
 def blank_session(n_trials, trial_length=40, **changes):
-    bins = n_trials * trial_length
+    bins = n_trials * int(trial_length)
     fields = dict(
         name="blank", area="M1", neural=np.zeros((bins, 2)), labels=np.zeros((bins, 3)), trial_length=trial_length
     )
@@ -78,11 +78,14 @@ def test_train_and_test_are_contiguous_trial_ranges():
     ("changes", "message"),
     [
         ({"neural": np.zeros((80, 2, 1))}, "neural must be 2-D"),
-        ({"labels": np.zeros((80, 2))}, r"labels must have shape \(bins, 3\)"),
-        ({"labels": np.zeros((40, 3))}, "neural has 80 bins but labels have 40"),
+        ({"labels": np.zeros((80, 2))}, r"session labels must have shape \(bins, 3\)"),
+        ({"labels": np.zeros((40, 3))}, "session has 80 bins of samples but 40 of labels"),
         ({"neural": np.zeros((90, 2)), "labels": np.zeros((90, 3))}, "90 bins is not a whole"),
-        ({"trial_length": 0}, "trial_length must be a positive integer"),
-        ({"neural": np.full((80, 2), np.nan)}, "neural holds 160 NaN/inf"),
+        ({"trial_length": 0, "neural": np.zeros((80, 2)), "labels": np.zeros((80, 3))},
+         "trial_length must be a positive integer"),
+        ({"trial_length": 2.5, "neural": np.zeros((80, 2)), "labels": np.zeros((80, 3))},
+         "trial_length must be a positive integer"),
+        ({"neural": np.full((80, 2), np.nan)}, "session samples holds 160 NaN/inf"),
         ({"labels": np.column_stack([np.zeros((80, 2)), np.full(80, 360.0)])}, r"angles must lie in \[0, 360\)"),
         ({"trial_ids": np.arange(80)}, "trial_ids must be constant within each block"),
         ({"trial_ids": np.zeros(79)}, r"trial_ids must have shape \(80,\)"),

@@ -15,6 +15,8 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
+from .labels import check_paired, check_trial_length
+
 FILE_SUFFIX = "_neural_con_dis_index.mat"
 DEFAULT_TRIAL_LENGTH = 40  # Chewie and Mihili files carry no t_dur; their trials are 40 bins (1.2 s)
 DATA_DIR_ENV = "NER_DATA_DIR"
@@ -41,30 +43,14 @@ class Session:
     path: Path | None = None
 
     def __post_init__(self):
-        neural = np.asarray(self.neural)
-        labels = np.asarray(self.labels)
-        if neural.ndim != 2 or neural.shape[1] == 0:
-            raise ValueError(f"neural must be 2-D (bins x units) with at least one unit, got shape {neural.shape}")
-        if labels.ndim != 2 or labels.shape[1] != 3:
-            raise ValueError(f"labels must have shape (bins, 3) = vx*10, vy*10, angle; got {labels.shape}")
-        if len(neural) != len(labels):
-            raise ValueError(f"neural has {len(neural)} bins but labels have {len(labels)}: they must match")
-        trial_length = self.trial_length
-        if not isinstance(trial_length, (int, np.integer)) or isinstance(trial_length, bool) or trial_length < 1:
-            raise ValueError(f"trial_length must be a positive integer, got {trial_length!r}")
-        trial_length = int(trial_length)
-        if len(neural) == 0 or len(neural) % trial_length:
-            raise ValueError(
-                f"{len(neural)} bins is not a whole, non-zero number of trials of {trial_length} bins; "
-                "check trial_length (t_dur) or the file"
-            )
-        for what, array in (("neural", neural), ("labels", labels)):
-            if not np.issubdtype(array.dtype, np.number):
-                raise ValueError(f"{what} must be numeric, got dtype {array.dtype}")
-            bad = ~np.isfinite(array)
-            if bad.any():
-                row = int(np.argwhere(bad)[0, 0])
-                raise ValueError(f"{what} holds {int(bad.sum())} NaN/inf values (first in bin {row})")
+        if np.ndim(self.neural) != 2:
+            raise ValueError(f"neural must be 2-D (bins x units), got shape {np.shape(self.neural)}")
+        # Directions may be missing from a part of a session: decoders ask for all 8, a session does not.
+        neural, labels = check_paired(self.neural, self.labels, name="session", require_all_directions=False)
+        trial_length = check_trial_length(self.trial_length)
+        if len(neural) % trial_length:
+            raise ValueError(f"{len(neural)} bins is not a whole number of trials of {trial_length} bins; "
+                             "check trial_length (t_dur) or the file")
         angle = labels[:, 2]
         if angle.min() < 0 or angle.max() >= 360:
             raise ValueError(
