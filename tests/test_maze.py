@@ -1,4 +1,4 @@
-"""MC_Maze end to end: a small maze NWB file -> ner.mc_maze caches -> the Fig 8 and Fig 11 notebooks."""
+"""MC_Maze end to end: a small maze NWB file -> ner.workflow.maze caches -> the Fig 8 and Fig 11 notebooks."""
 
 import hashlib
 import os
@@ -11,9 +11,14 @@ import pytest
 
 pynwb = pytest.importorskip("pynwb")
 
-from ner import mc_maze
-from ner.workflow.store import read_npz
 from ner.cli import main
+from ner.data.maze import SELECTIONS as PAPER_SELECTIONS
+from ner.data.maze import Selection, parse_selection
+from ner.evaluation.maze import decode_run
+from ner.reference.maze import ORIGINAL
+from ner.viz.maze import HOW_TO, REFERENCE_ENV, load_runs
+from ner.workflow.maze import OURS, mc_maze_path, train_mc_maze
+from ner.workflow.store import read_npz
 
 RATE_HZ = 1000.0
 TRIAL_S = 1.5
@@ -76,7 +81,7 @@ def trained(tmp_path_factory):
     nwb = folder / "maze.nwb"
     plan = write_maze(nwb)
     out = folder / "data_NER"
-    summary = mc_maze.train_mc_maze(nwb, out, selections=SELECTIONS, iterations=ITERATIONS, **TRAIN)
+    summary = train_mc_maze(nwb, out, selections=SELECTIONS, iterations=ITERATIONS, **TRAIN)
     return nwb, out, plan, summary
 
 
@@ -87,10 +92,10 @@ def test_caches_hold_the_session_keys_and_per_bin_conditions(trained):
     sha = hashlib.sha256(nwb.read_bytes()).hexdigest()
     for method in ("ner", "cebra3d"):
         for name in SELECTIONS:
-            conditions = mc_maze.SELECTIONS[name].conditions
+            conditions = PAPER_SELECTIONS[name].conditions
             n_trials = int(np.isin(plan[:, 0], conditions).sum())
             n_train = n_trials * 4 // 5
-            data = read_npz(mc_maze.mc_maze_path(out, method, name))
+            data = read_npz(mc_maze_path(out, method, name))
             assert {"train_embedding", "test_embedding", "train_labels", "test_labels", "trial_length",
                     "train_trial_ids", "test_trial_ids", "loss", "provenance", "train_condition",
                     "test_condition", "train_version", "test_version", "train_target_angle",
@@ -123,32 +128,36 @@ def test_caches_hold_the_session_keys_and_per_bin_conditions(trained):
 
 def test_rerun_skips_matching_caches_and_redoes_changed_ones(trained):
     nwb, out, _, _ = trained
-    path = mc_maze.mc_maze_path(out, "ner", SELECTIONS[0])
+    path = mc_maze_path(out, "ner", SELECTIONS[0])
     before = path.stat().st_mtime_ns
-    again = mc_maze.train_mc_maze(nwb, out, selections=SELECTIONS, iterations=ITERATIONS, **TRAIN)
+    again = train_mc_maze(nwb, out, selections=SELECTIONS, iterations=ITERATIONS, **TRAIN)
     assert again["computed"] == [] and len(again["skipped"]) == 4
     assert path.stat().st_mtime_ns == before
-    changed = mc_maze.train_mc_maze(nwb, out, methods="ner", selections=SELECTIONS[:1], iterations=ITERATIONS,
+    changed = train_mc_maze(nwb, out, methods="ner", selections=SELECTIONS[:1], iterations=ITERATIONS,
                                     seed=1, **TRAIN)
     assert changed["computed"] == [f"ner/{SELECTIONS[0]}"]
     assert read_npz(path)["provenance"]["seed"] == 1
-    mc_maze.train_mc_maze(nwb, out, methods="ner", selections=SELECTIONS[:1], iterations=ITERATIONS, **TRAIN)
+    train_mc_maze(nwb, out, methods="ner", selections=SELECTIONS[:1], iterations=ITERATIONS, **TRAIN)
     assert read_npz(path)["provenance"]["seed"] == 0
 
 
 def test_clear_errors(trained, tmp_path, monkeypatch, capsys):
     nwb = trained[0]
     with pytest.raises(FileNotFoundError, match="dandi download DANDI:000128"):
-        mc_maze.train_mc_maze(tmp_path / "absent.nwb", tmp_path)
-    empty = mc_maze.Selection("nothing", (99,))
+        train_mc_maze(tmp_path / "absent.nwb", tmp_path)
+    empty = Selection("nothing", (99,))
     with pytest.raises(ValueError, match=r"'nothing'.*matches no usable trial.*13, 18, 38"):
-        mc_maze.train_mc_maze(nwb, tmp_path, selections=["straight-curve_13", empty], **TRAIN)
+        train_mc_maze(nwb, tmp_path, selections=["straight-curve_13", empty], **TRAIN)
     assert not (tmp_path / "mc_maze").exists()  # checked before any training
     with pytest.raises(ValueError, match="unknown selection 'straight_99'"):
-        mc_maze.train_mc_maze(nwb, tmp_path, selections=["straight_99"], **TRAIN)
-    assert mc_maze.parse_selection("mine=13,38/0") == mc_maze.Selection("mine", (13, 38), (0,))
+        train_mc_maze(nwb, tmp_path, selections=["straight_99"], **TRAIN)
+    # MC_Maze runs always train a set number of iterations: a method without them is refused.
+    with pytest.raises(ValueError, match="'pca' does not train in iterations"):
+        train_mc_maze(nwb, tmp_path, methods=["pca"], selections=SELECTIONS[:1], **TRAIN)
+    assert not (tmp_path / "mc_maze").exists()
+    assert parse_selection("mine=13,38/0") == Selection("mine", (13, 38), (0,))
     with pytest.raises(ValueError, match="NAME=CONDITIONS"):
-        mc_maze.parse_selection("mine=13;38")
+        parse_selection("mine=13;38")
 
     assert main(["mc-maze", "--nwb", str(tmp_path / "absent.nwb"), "--out", str(tmp_path)]) == 2
     assert "dandi download" in capsys.readouterr().err
@@ -156,20 +165,21 @@ def test_clear_errors(trained, tmp_path, monkeypatch, capsys):
     assert "matches no usable trial" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "pynwb", None)
     assert main(["mc-maze", "--nwb", str(nwb), "--out", str(tmp_path)]) == 2
-    assert 'pip install "ner[nwb]"' in capsys.readouterr().err
+    assert 'pip install "neural-embeddings-rank[nwb]"' in capsys.readouterr().err
 
 
 def test_loader_reads_our_caches(trained):
     out = trained[1]
-    runs = mc_maze.load_runs("ner", root=out)
-    assert runs.source == mc_maze.OURS and list(runs.runs) == list(SELECTIONS)
+    runs = load_runs("ner", root=out)
+    assert runs.source == OURS and list(runs.runs) == list(SELECTIONS)
     run = runs.runs["straight-curve_13-38-18"]
     assert run.trial_length == N_BINS and run.bin_ms == BIN_MS
     assert set(np.unique(run.condition["train"])) == set(TARGETS)
-    scores = mc_maze.decode(run)
+    scores = decode_run(run)
     assert scores["true_position"].shape == run.velocity["test"].shape
     assert -5 < scores["velocity_r2"] <= 1 and -5 < scores["position_r2"] <= 1
-    assert not mc_maze.load_runs("ner", root=out.parent / "nowhere")
+    nowhere = load_runs("ner", root=out.parent / "nowhere")
+    assert not nowhere and nowhere.runs == {} and nowhere.source is None
 
 
 def _figures(folder):
@@ -181,9 +191,9 @@ def _point(monkeypatch, tmp_path, cache=None, reference=None):
     monkeypatch.setenv("NER_CACHE_DIR", str(cache or tmp_path / "no_cache"))
     monkeypatch.setenv("NER_FIGURES_DIR", str(figures))
     if reference:
-        monkeypatch.setenv(mc_maze.REFERENCE_ENV, str(reference))
+        monkeypatch.setenv(REFERENCE_ENV, str(reference))
     else:
-        monkeypatch.delenv(mc_maze.REFERENCE_ENV, raising=False)
+        monkeypatch.delenv(REFERENCE_ENV, raising=False)
     return figures
 
 
@@ -191,7 +201,7 @@ EXPECTED = ["fig08_mc_maze.pdf", "fig08_mc_maze.png", "fig11_cebra_mc_maze.pdf",
 
 
 def test_notebooks_draw_our_caches(trained, tmp_path, monkeypatch):
-    from ner.figures import run_notebooks
+    from ner.viz.notebooks import run_notebooks
 
     figures = _point(monkeypatch, tmp_path, cache=trained[1])
     assert sorted(run_notebooks(["08", "11"], progress=False)) == ["08_mc_maze_straight_vs_curved.ipynb",
@@ -204,7 +214,7 @@ def test_notebooks_without_results_say_how_to_make_them(tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    from ner.figures import notebooks_dir, run_notebooks
+    from ner.viz.notebooks import notebooks_dir, run_notebooks
 
     figures = _point(monkeypatch, tmp_path)
     run_notebooks(["08", "11"], progress=False)
@@ -214,6 +224,7 @@ def test_notebooks_without_results_say_how_to_make_them(tmp_path, monkeypatch):
                    resources={"metadata": {"path": str(notebooks_dir())}}).execute()
     printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
     assert "dandi download DANDI:000128" in printed and "ner mc-maze --nwb" in printed
+    assert HOW_TO in printed
 
 
 @pytest.fixture
@@ -226,21 +237,21 @@ def upstream_fig8():
 
 
 def test_loader_reads_the_original_results(upstream_fig8, monkeypatch):
-    monkeypatch.setenv(mc_maze.REFERENCE_ENV, str(upstream_fig8))
-    ner_runs, cebra_runs = mc_maze.load_runs("ner"), mc_maze.load_runs("cebra3d")
-    assert ner_runs.source == mc_maze.ORIGINAL == cebra_runs.source
+    monkeypatch.setenv(REFERENCE_ENV, str(upstream_fig8))
+    ner_runs, cebra_runs = load_runs("ner"), load_runs("cebra3d")
+    assert ner_runs.source == ORIGINAL == cebra_runs.source
     assert len(ner_runs.runs) == 8 and set(cebra_runs.runs) == set(ner_runs.runs)
     run = ner_runs.runs["straight-curve_13-38-18"]
     assert run.trial_length == 100 and run.n_trials("train") == 149 and run.n_trials("test") == 38
     # condition ids recovered from the single-condition files' target angles
     assert set(np.unique(run.condition["test"])) == {13, 38, 18}
     assert set(np.unique(ner_runs.runs["up-down_31-38"].condition["train"])) == {31, 38}
-    scores = mc_maze.decode(run)
+    scores = decode_run(run)
     assert 0.3 < scores["velocity_r2"] <= 1 and 0.3 < scores["position_r2"] <= 1
 
 
 def test_notebooks_draw_the_original_results(upstream_fig8, tmp_path, monkeypatch):
-    from ner.figures import run_notebooks
+    from ner.viz.notebooks import run_notebooks
 
     figures = _point(monkeypatch, tmp_path, reference=upstream_fig8)
     run_notebooks(["08", "11"], progress=False)

@@ -1,6 +1,7 @@
 """The cache pipeline on tiny synthetic sessions: contents, provenance, resuming, errors."""
 
-import argparse
+import dataclasses
+import functools
 import json
 import os
 import signal
@@ -12,13 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from sklearn.decomposition import PCA
 
-from ner import pipeline
+import ner
+import ner.methods
+from ner.cli import main
 from ner.data import load_session, synthetic_session, write_session_mat
 from ner.data.sessions import Session
-from ner.workflow.store import cache_path, cross_session_path, read_npz, table_path
-from ner.pipeline import Unit, run_pipeline
+from ner.methods import Method, construct
+from ner.workflow.run import BACKENDS, run_pipeline
+from ner.workflow.store import (
+    Unit,
+    cache_path,
+    cross_session_path,
+    read_npz,
+    table_path,
+)
 
 TINY = {"batch_size": 64}
 PAPER_METHODS = ("ner", "cebra3d", "cebra16d")
@@ -53,13 +62,20 @@ def mtimes(out):
 
 
 def run(data, out, methods=("ner",), **kwargs):
-    settings = dict(methods=methods, iterations=20, device="cpu", progress=False, method_params=tiny(methods))
+    settings = {"methods": methods, "iterations": 20, "device": "cpu", "progress": False,
+                "method_params": tiny(methods)}
     settings.update(kwargs)
     return run_pipeline(data, out, **settings)
 
 
-def pca_method(*, iterations, seed, device, trial_length):
-    return PCA(n_components=3)
+# A method of the tests' own: the paper's PCA baseline under another name, registered per test.
+PCA_PLAIN = Method("pca_plain", "PCA (plain)", functools.partial(construct, "ner.methods.pca:TrialAveragePCA"),
+                   {"trial_length": "trial_length"})
+
+
+def register(monkeypatch, *names):
+    for name in names or ("pca_plain",):
+        monkeypatch.setitem(ner.methods.METHODS, name, dataclasses.replace(PCA_PLAIN, name=name))
 
 
 def test_caches_and_tables_hold_everything_with_provenance(tmp_path):
@@ -67,6 +83,8 @@ def test_caches_and_tables_hold_everything_with_provenance(tmp_path):
     summary = run(data, out, methods=PAPER_METHODS)
     assert sorted(summary["computed"]) == sorted(f"{m}/syn{s}_M1" for m in PAPER_METHODS for s in (0, 1))
     assert summary["skipped"] == [] and summary["failed"] == {}
+    # Synthetic sessions are not the named real units the figure data is made from: none is made.
+    assert summary["figure_data"]["computed"] == []
 
     session = load_session(data / "syn0_neural_con_dis_index.mat", "M1")
     for method, dims in zip(PAPER_METHODS, (3, 3, 16)):
@@ -84,6 +102,9 @@ def test_caches_and_tables_hold_everything_with_provenance(tmp_path):
         assert provenance["session_sha256"] == session.sha256
         assert provenance["parameters"]["batch_size"] == 64
         assert provenance["parameters"]["output_dimension"] == dims
+        if method == "ner":  # one label layout, not the former n_label_columns / search / circular columns
+            assert provenance["parameters"]["label_layout"] == repr(ner.PAPER_LAYOUT)
+            assert not {"n_label_columns", "search_columns", "circular_columns"} & set(provenance["parameters"])
         assert provenance["sampler"] == ("kd-tree exact" if method == "ner" else "cebra dense")
         assert set(provenance["versions"]) == {"ner", "cebra", "torch", "numpy", "sklearn"}
         assert provenance["device"] == "cpu" and provenance["wall_time_s"] > 0
@@ -124,7 +145,7 @@ def test_rerun_skips_and_a_changed_request_or_force_recomputes(tmp_path):
 def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path):
     data, out = write_sessions(tmp_path / "data", 3), tmp_path / "out"
     # 150 steps make a unit take long enough that the kill lands before the run is over.
-    script = (f"from ner.pipeline import run_pipeline\n"
+    script = (f"from ner.workflow.run import run_pipeline\n"
               f"run_pipeline({str(data)!r}, {str(out)!r}, methods=['ner'], iterations=150, device='cpu',"
               f" progress=False, method_params={tiny()!r})\n")
     child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -182,9 +203,15 @@ def test_sessions_and_areas_select_units(tmp_path):
 
 def test_registered_methods_run_and_a_failing_unit_does_not_stop_the_others(tmp_path, monkeypatch):
     data, out = write_sessions(tmp_path / "data", 2), tmp_path / "out"
-    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
-    # 320 training bins are fewer than NER's batch of 512: its units fail, the PCA units still finish.
-    summary = run_pipeline(data, out, methods=["pca_plain", "ner"], iterations=20, device="cpu", progress=False)
+    register(monkeypatch)
+    # Iterations are refused for a method without them, before any work (they used to be dropped silently).
+    with pytest.raises(ValueError, match="'pca_plain' does not train in iterations"):
+        run_pipeline(data, out, methods=["pca_plain", "ner"], iterations=20, device="cpu", progress=False)
+    assert not out.exists()
+    # NER's training length as a parameter of its own instead. 320 training bins are fewer than NER's
+    # batch of 512: its units fail, the PCA units of the same run still finish.
+    summary = run_pipeline(data, out, methods=["pca_plain", "ner"], device="cpu", progress=False,
+                           method_params={"ner": {"max_iterations": 20}})
     assert sorted(summary["computed"]) == ["pca_plain/syn0_M1", "pca_plain/syn1_M1"]
     assert set(summary["failed"]) == {"ner/syn0_M1", "ner/syn1_M1"}
     assert "batch_size" in summary["failed"]["ner/syn0_M1"]
@@ -192,13 +219,15 @@ def test_registered_methods_run_and_a_failing_unit_does_not_stop_the_others(tmp_
     cache = read_npz(cache_path(out, Unit("syn0", "M1", "pca_plain")))
     assert "loss" not in cache and cache["provenance"]["sampler"] is None
     assert cache["provenance"]["iterations"] is None and cache["provenance"]["parameters"]["n_components"] == 3
+    assert cache["provenance"]["parameters"]["trial_length"] == 10  # the session's, through the method's settings
 
 
 def test_parallel_workers_write_the_same_caches(tmp_path, monkeypatch):
     data = write_sessions(tmp_path / "data", 2)
-    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
+    register(monkeypatch)
     serial = run_pipeline(data, tmp_path / "serial", methods=["pca_plain"], progress=False)
     parallel = run_pipeline(data, tmp_path / "parallel", methods=["pca_plain"], progress=False, n_jobs=2)
+    assert parallel["failed"] == {}
     assert sorted(parallel["computed"]) == sorted(serial["computed"]) == ["pca_plain/syn0_M1", "pca_plain/syn1_M1"]
     unit = Unit("syn1", "M1", "pca_plain")
     np.testing.assert_allclose(read_npz(cache_path(tmp_path / "parallel", unit))["test_embedding"],
@@ -210,8 +239,11 @@ def test_bad_requests_fail_early_with_clear_messages(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no session files .*ner fetch"):
         run(tmp_path / "empty", tmp_path / "out")
-    with pytest.raises(ValueError, match="unknown method 'nerr'; available: ner, cebra3d, cebra16d"):
+    with pytest.raises(ValueError, match="unknown method 'nerr'; available: ner, ner_own_positives, "
+                                         "ner_search_all, cebra3d, cebra16d, pca, dpca, umap, umap_label, pivae"):
         run_pipeline(data, tmp_path / "out", methods=["nerr"], progress=False)
+    with pytest.raises(ValueError, match="methods is empty"):
+        run_pipeline(data, tmp_path / "out", methods=[], progress=False)
     with pytest.raises(ValueError, match="session.*syn7.*sessions there: syn0"):
         run(data, tmp_path / "out", sessions=["syn7"])
     with pytest.raises(ValueError, match="sessions is empty"):
@@ -220,25 +252,51 @@ def test_bad_requests_fail_early_with_clear_messages(tmp_path):
         run(data, tmp_path / "out", areas=["S1"])
     with pytest.raises(ValueError, match="method_params names cebra3d"):
         run_pipeline(data, tmp_path / "out", methods=["ner"], method_params=tiny(["cebra3d"]), progress=False)
-    with pytest.raises(ValueError, match="bach_size"):
+    with pytest.raises(ValueError, match=r"method 'ner' has no parameter\(s\) bach_size"):
         run_pipeline(data, tmp_path / "out", methods=["ner"], method_params={"ner": {"bach_size": 64}})
     with pytest.raises(ValueError, match="n_jobs"):
         run(data, tmp_path / "out", n_jobs=0)
-    with pytest.raises(ValueError, match="iterations"):
+    with pytest.raises(ValueError, match="iterations must be a positive integer or None, got 0"):
         run(data, tmp_path / "out", iterations=0)
-    with pytest.raises(ValueError, match="folder"):
-        pipeline.register_method("../escape", pca_method)
+    with pytest.raises(ValueError, match="'pivae' does not train in iterations"):
+        run_pipeline(data, tmp_path / "out", methods=["pivae"], iterations=20, progress=False)
+    with pytest.raises(ValueError, match="backend must be one of loky, dask, got 'ray'"):
+        run(data, tmp_path / "out", backend="ray")
+    with pytest.raises(ValueError, match="it names a folder"):
+        ner.methods.register_method(dataclasses.replace(PCA_PLAIN, name="../escape"))
+    with pytest.raises(ValueError, match="register_method takes a ner.methods.Method"):
+        ner.methods.register_method(PCA_PLAIN.build)
+    assert "../escape" not in ner.methods.METHODS
     assert not (tmp_path / "out").exists()
 
 
 def test_command_line_options_run_the_pipeline(tmp_path, monkeypatch, capsys):
     data, out = write_sessions(tmp_path / "data", 1), tmp_path / "out"
-    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
-    parser = pipeline.add_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--data-dir", str(data), "--out", str(out), "--methods", "pca_plain", "--quiet"])
-    assert pipeline.run_from_args(args) == 0
+    register(monkeypatch)
+    monkeypatch.delenv("NER_REFERENCE_DIR", raising=False)  # --reference's default
+    common = ["reproduce", "--data-dir", str(data), "--out", str(out), "--methods", "pca_plain", "--quiet"]
+    assert main(common) == 0
     assert capsys.readouterr().out.startswith("units: 1 computed, 0 up to date, 0 failed; tables: 2 written")
-    assert json.dumps(read_npz(cache_path(out, Unit("syn0", "M1", "pca_plain")))["provenance"])
+    provenance = read_npz(cache_path(out, Unit("syn0", "M1", "pca_plain")))["provenance"]
+    assert json.loads(json.dumps(provenance)) == provenance
+    assert provenance["iterations"] is None and provenance["parameters"]["n_components"] == 3
+
+    # --set METHOD.PARAMETER=VALUE reaches the estimator (a JSON value), and is a new request.
+    assert main([*common, "--set", "pca_plain.n_components=2"]) == 0
+    assert capsys.readouterr().out.startswith("units: 1 computed, 0 up to date, 0 failed; tables: 2 written")
+    cache = read_npz(cache_path(out, Unit("syn0", "M1", "pca_plain")))
+    assert cache["provenance"]["parameters"]["n_components"] == 2 and cache["test_embedding"].shape == (80, 2)
+
+    # --iterations is not dropped for a method without iterations: it is refused, and nothing is done.
+    before = mtimes(out)
+    assert main([*common, "--iterations", "20"]) == 2
+    assert "'pca_plain' does not train in iterations" in capsys.readouterr().err
+    assert main([*common, "--set", "pca_plain.n_components"]) == 2
+    assert "must read METHOD.PARAMETER=VALUE" in capsys.readouterr().err
+    assert mtimes(out) == before
+    with pytest.raises(SystemExit):  # argparse refuses the removed Ray backend
+        main([*common, "--backend", "ray"])
+    assert "invalid choice: 'ray'" in capsys.readouterr().err
 
 
 def test_tables_decode_with_both_decoders_and_cross_session_diagonals_match(tmp_path, monkeypatch):
@@ -246,7 +304,7 @@ def test_tables_decode_with_both_decoders_and_cross_session_diagonals_match(tmp_
     data.mkdir()
     for seed, name in enumerate(("Monk_20200101", "Monk_20200102", "Other_20200101")):
         write_session_mat(reaching_session(name, seed), data / f"{name}_neural_con_dis_index.mat")
-    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
+    register(monkeypatch)
     summary = run_pipeline(data, out, methods=["pca_plain"], progress=False)
     assert summary["failed"] == {} and len(summary["tables"]["computed"]) == 3
 
@@ -283,16 +341,26 @@ def test_bad_snapshots_are_refused(tmp_path, monkeypatch):
         run(data, tmp_path / "out", snapshots=[0, 5])
     with pytest.raises(ValueError, match="snapshots must be"):
         run(data, tmp_path / "out", snapshots=[21])
-    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
-    with pytest.raises(ValueError, match="snapshots need a CEBRA-family method; 'pca_plain' is a PCA"):
+    with pytest.raises(ValueError, match="snapshots need iterations"):
+        run(data, tmp_path / "out", snapshots=[5], iterations=None)
+    register(monkeypatch)
+    with pytest.raises(ValueError, match="'pca_plain' does not train in iterations"):
         run_pipeline(data, tmp_path / "out", methods=["pca_plain"], snapshots=[5], iterations=20, progress=False)
+    # A method that does train in iterations, but not with CEBRA's solver, cannot take snapshots either.
+    monkeypatch.setitem(ner.methods.METHODS, "pca_iterated", Method(
+        "pca_iterated", "PCA (iterated)", functools.partial(construct, "sklearn.decomposition:PCA", n_components=3),
+        {"iterations": "iterated_power"}))
+    with pytest.raises(ValueError, match="snapshots need a CEBRA-family method; 'pca_iterated' is a PCA"):
+        run_pipeline(data, tmp_path / "out", methods=["pca_iterated"], snapshots=[5], iterations=20, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 SLOW_METHOD = """
 import os, sys, time
 from pathlib import Path
 from sklearn.decomposition import PCA
-from ner import pipeline
+from ner.methods import Method, register_method
+from ner.workflow.run import run_pipeline
 
 class Slow(PCA):
     def fit(self, X, y=None):
@@ -300,11 +368,11 @@ class Slow(PCA):
         time.sleep(120)
         return super().fit(X)
 
-def slow(*, iterations, seed, device, trial_length):
+def slow():
     return Slow(n_components=3)
 
-pipeline.register_method("slow", slow)
-pipeline.run_pipeline(sys.argv[1], sys.argv[3], methods=["slow"], n_jobs=2, progress=False)
+register_method(Method("slow", "Slow PCA", slow))
+run_pipeline(sys.argv[1], sys.argv[3], methods=["slow"], n_jobs=2, progress=False)
 """
 
 
@@ -340,19 +408,17 @@ def alive(pid):
 
 
 def test_tables_redo_only_the_cells_whose_caches_changed(tmp_path, monkeypatch):
-    from ner import tables
-    from ner.evaluation import cross_session, decoding
+    from ner.workflow import tables
 
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
     for seed, name in enumerate(("Monk_20200101", "Monk_20200102")):
         write_session_mat(reaching_session(name, seed), data / f"{name}_neural_con_dis_index.mat")
-    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
-    monkeypatch.setitem(pipeline.METHODS, "pca_other", pca_method)
+    register(monkeypatch, "pca_plain", "pca_other")
     run_pipeline(data, out, methods=["pca_plain", "pca_other"], progress=False)
 
     calls = {"decode": 0, "cross": 0}
-    decode, cross = decoding.decode_session, cross_session.cross_session_matrices
+    decode, cross = tables.decode_session, tables.cross_session_matrices
 
     def counted_decode(*args, **kwargs):
         calls["decode"] += 1
@@ -362,8 +428,8 @@ def test_tables_redo_only_the_cells_whose_caches_changed(tmp_path, monkeypatch):
         calls["cross"] += 1
         return cross(*args, **kwargs)
 
-    monkeypatch.setattr(decoding, "decode_session", counted_decode)
-    monkeypatch.setattr(cross_session, "cross_session_matrices", counted_cross)
+    monkeypatch.setattr(tables, "decode_session", counted_decode)
+    monkeypatch.setattr(tables, "cross_session_matrices", counted_cross)
     summary = run_pipeline(data, out, methods=["pca_plain"], sessions=["Monk_20200102"], force=True, progress=False)
     assert summary["computed"] == ["pca_plain/Monk_20200102_M1"]
     # Only the changed cache is decoded again (linear and kNN), only its method's matrices are redone.
@@ -371,8 +437,8 @@ def test_tables_redo_only_the_cells_whose_caches_changed(tmp_path, monkeypatch):
     kept = {"decoding": read_npz(table_path(out, "M1")), "cross": read_npz(cross_session_path(out, "Monk"))}
     tables.build_tables(out, force=True)
     fresh = {"decoding": read_npz(table_path(out, "M1")), "cross": read_npz(cross_session_path(out, "Monk"))}
-    for which in kept:
-        for key, value in kept[which].items():
+    for which, table in kept.items():
+        for key, value in table.items():
             if key != "provenance":
                 np.testing.assert_allclose(value, fresh[which][key]) if value.dtype.kind == "f" else \
                     np.testing.assert_array_equal(value, fresh[which][key])
@@ -380,7 +446,7 @@ def test_tables_redo_only_the_cells_whose_caches_changed(tmp_path, monkeypatch):
 
 def test_a_dask_cluster_runs_the_units(tmp_path, monkeypatch):
     data = write_sessions(tmp_path / "data", 2)
-    monkeypatch.setitem(pipeline.METHODS, "pca_plain", pca_method)
+    register(monkeypatch)
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     serial = run_pipeline(data, tmp_path / "serial", methods=["pca_plain"], progress=False)
     on_dask = run_pipeline(data, tmp_path / "dask", methods=["pca_plain"], progress=False, n_jobs=2, backend="dask")
@@ -388,5 +454,9 @@ def test_a_dask_cluster_runs_the_units(tmp_path, monkeypatch):
     unit = Unit("syn0", "M1", "pca_plain")
     np.testing.assert_allclose(read_npz(cache_path(tmp_path / "dask", unit))["test_embedding"],
                                read_npz(cache_path(tmp_path / "serial", unit))["test_embedding"], rtol=1e-5)
-    with pytest.raises(ValueError, match="backend must be one of loky, dask, ray"):
-        run_pipeline(data, tmp_path / "x", methods=["pca_plain"], backend="spark", progress=False)
+    # The Ray backend was removed: it is refused like any other unknown one.
+    assert BACKENDS == ("loky", "dask")
+    for backend in ("ray", "spark"):
+        with pytest.raises(ValueError, match=f"backend must be one of loky, dask, got '{backend}'"):
+            run_pipeline(data, tmp_path / "x", methods=["pca_plain"], backend=backend, progress=False)
+    assert not (tmp_path / "x").exists()

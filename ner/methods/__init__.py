@@ -40,7 +40,8 @@ from functools import partial
 
 from ner.data.labels import PAPER_LAYOUT, LabelLayout
 
-__all__ = ["Method", "METHODS", "register_method", "method", "display_name", "make_method"]
+__all__ = ["Method", "METHODS", "register_method", "method", "display_name", "make_method", "build_method",
+           "construct"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -133,7 +134,15 @@ def make_method(name: str, *, iterations: int | None = None, seed: int | None = 
     ``iterations=None`` keeps the method's own default (the paper's 20000 for the CEBRA family); asking
     for iterations of a method without them is a ValueError, as is a ``params`` key it lacks.
     """
-    entry = method(name)
+    return build_method(method(name), iterations=iterations, seed=seed, device=device, trial_length=trial_length,
+                        params=params)
+
+
+def build_method(entry: Method, *, iterations: int | None = None, seed: int | None = 0,
+                 device: str = "cuda_if_available", trial_length: int | None = None, params: Mapping | None = None):
+    """:func:`make_method` for a registry entry itself: what a worker process, which sees only the
+    built-in registry, builds a method it was sent."""
+    name = entry.name
     if iterations is not None and "iterations" not in entry.settings:
         raise ValueError(f"method {name!r} does not train in iterations (see ner.methods: piVAE counts epochs, "
                          "set them with params; PCA, dPCA and UMAP are not iterative); leave iterations unset for it")

@@ -83,6 +83,8 @@ def train_mc_maze(nwb, out_dir="data_NER", methods: Iterable[str] = DEFAULT_METH
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
     method_params = dict(method_params or {})
+    for method in methods:  # a wrong method or setting fails before the file is read and anything trains
+        make_method(method, iterations=iterations, seed=seed, device=device, params=method_params.get(method))
     chosen = _selections(selections)
     loading = {"area": area, "bin_ms": float(bin_ms), "window": [float(w) for w in window],
                "smooth_sd_bins": float(smooth_sd_bins), "condition_column": condition_column,

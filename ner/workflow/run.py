@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ner.data.sessions import DEFAULT_TRIAL_LENGTH, available_sessions, load_session, resolve_data_dir
 from ner.extras import missing_extra
-from ner.methods import METHODS, make_method
+from ner.methods import METHODS, Method, build_method, make_method
 from ner.workflow.figure_data import build_figure_data
 from ner.workflow.fit import fit_and_cache, is_cebra
 from ner.workflow.store import Unit, cache_path, matches, remove_stale_parts, settings_of
@@ -53,7 +53,7 @@ def _request(unit: Unit, estimator, seed, session, snapshots) -> dict:
     }
 
 
-def _run_unit(unit: Unit, path: Path, out_dir: Path, params, iterations, seed, device, force,
+def _run_unit(unit: Unit, entry: Method, path: Path, out_dir: Path, params, iterations, seed, device, force,
               verbose, single_thread, snapshots=None):
     """Fit, embed and cache one unit unless a matching cache exists; returns (unit, status, message)."""
     if single_thread:
@@ -62,8 +62,9 @@ def _run_unit(unit: Unit, path: Path, out_dir: Path, params, iterations, seed, d
         torch.set_num_threads(1)  # n_jobs workers share the cores; one thread each avoids oversubscription
     try:
         session = load_session(path, unit.area)
-        estimator = make_method(unit.method, iterations=iterations, seed=seed, device=device,
-                                trial_length=session.trial_length, params=params)
+        # The entry travels with the unit: a worker process knows only the built-in methods.
+        estimator = build_method(entry, iterations=iterations, seed=seed, device=device,
+                                 trial_length=session.trial_length, params=params)
         if "verbose" in estimator.get_params(deep=False):
             estimator.set_params(verbose=verbose)
         request = _request(unit, estimator, seed, session, snapshots)
@@ -228,7 +229,7 @@ def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEF
     out_dir = Path(out_dir)
     stale = remove_stale_parts(out_dir)
     verbose = progress and n_jobs == 1  # per-iteration bars only when units run one after another
-    tasks = (delayed(_run_unit)(unit, path, out_dir, method_params.get(unit.method),
+    tasks = (delayed(_run_unit)(unit, METHODS[unit.method], path, out_dir, method_params.get(unit.method),
                                 iterations, seed, device, force, verbose, n_jobs != 1, snapshots)
              for unit, path in units)
     summary = {"computed": [], "skipped": [], "failed": dict(unreadable)}
