@@ -230,4 +230,4 @@ def _numpy(array):
     """Tensors and table-like inputs (DataFrames) as numpy arrays; anything else as it is."""
     if isinstance(array, torch.Tensor):
         return array.detach().cpu().numpy()
-    return array.to_numpy() if hasattr(array, "to_numpy") else array
+    return array.to_numpy(copy=True) if hasattr(array, "to_numpy") else array  # writable, as torch wants
