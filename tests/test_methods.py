@@ -80,6 +80,29 @@ def test_settings_a_method_lacks_are_errors_not_dropped():
     assert make_method("ner").get_params()["max_iterations"] == 20000  # the paper's length
 
 
+def test_cebra_baselines_are_seeded_and_search_like_stock_cebra(synthetic):
+    from ner.methods.cebra_baseline import SeededContinuousLoader
+    from ner.model.sampling import ExactTimedeltaDistribution
+
+    settings = dict(iterations=30, device="cpu", params={"batch_size": 64})
+    fits = [make_method("cebra3d", seed=seed, **settings).fit(synthetic.neural, synthetic.labels) for seed in (0, 0, 1)]
+    embeddings = [fit.transform(synthetic.neural) for fit in fits]
+    # Stock CEBRA 0.6 draws positives from entropy: the same seed gave different runs. Not any more.
+    np.testing.assert_array_equal(embeddings[0], embeddings[1])
+    assert not np.allclose(embeddings[0], embeddings[2])
+    # Its loader searches all 3 label columns with the exact sampler, whose picks equal stock CEBRA's dense
+    # search up to float32 rounding (tests/test_sampling.py, on these 3-column labels too).
+    labels = torch.from_numpy(synthetic.labels)
+    loader = SeededContinuousLoader(dataset=cebra.data.TensorDataset(torch.from_numpy(synthetic.neural),
+                                                                    continuous=labels),
+                                    batch_size=64, num_steps=1, time_offset=1, conditional="time_delta", seed=3)
+    assert isinstance(loader.distribution, ExactTimedeltaDistribution)
+    assert torch.equal(loader.distribution.data, labels)
+    again = SeededContinuousLoader(**{f: getattr(loader, f) for f in ("dataset", "batch_size", "num_steps",
+                                                                       "time_offset", "conditional", "seed")})
+    assert torch.equal(loader.get_indices(64).positive, again.get_indices(64).positive)
+
+
 def test_transform_takes_rates_only():
     # The default embedding path cannot receive labels: transform has no second argument.
     for name in ("pca", "umap", "umap_label", "dpca", "pivae"):

@@ -12,7 +12,7 @@ name                method
 ner                 NER with the paper's settings
 ner_own_positives   NER ranking each positive by its own labels (an ablation the paper lacks)
 ner_search_all      NER searching positives on all 3 label columns (an ablation the paper lacks)
-cebra3d             stock ``cebra.CEBRA``, 3-D, positives searched on all 3 label columns
+cebra3d             stock CEBRA (InfoNCE), 3-D, positives searched on all 3 label columns, exact seeded sampler
 cebra16d            the same with a 16-D output
 pca                 PCA (3 components) of per-direction trial-averaged training rates
 dpca                dPCA (3 stimulus components) of training trial averages
@@ -24,8 +24,8 @@ pivae               piVAE (PyTorch): conv encoder, label prior, Poisson observat
 The pipeline's settings reach a method only where it has them, and asking for one it lacks is an error
 (:func:`make_method`): ``iterations`` (gradient steps) applies to the CEBRA family only (piVAE counts
 ``epochs``, a parameter of its own; PCA, dPCA and UMAP are not iterative); ``seed`` to every method with
-randomness (stock CEBRA through torch's global seed, which fixes its initialisation but not its
-sampler); ``device`` to the torch methods. piVAE's label-informed posterior (the paper's test
+randomness (the CEBRA baselines' initialisation and their exact, seeded ``time_delta`` sampler included);
+``device`` to the torch methods. piVAE's label-informed posterior (the paper's test
 embedding, which sees test labels) is the explicit :meth:`~ner.methods.pivae.PiVAE.posterior_mean`.
 UMAP and dPCA need the extra ``neural-embeddings-rank[baselines]``; modules load on first use.
 """
@@ -58,7 +58,7 @@ class Method:
 
     ``build()`` returns a new unfitted estimator. ``settings`` maps each pipeline setting the method
     takes (``iterations``, ``seed``, ``device``, ``trial_length``) to its estimator parameter; a setting
-    mapped to None is honoured outside the estimator (stock CEBRA's seed, by seeding torch).
+    mapped to None is honoured outside the estimator.
     """
 
     name: str
@@ -77,7 +77,6 @@ class Method:
 
 
 _TORCH = {"iterations": "max_iterations", "seed": "seed", "device": "device"}
-_CEBRA = {"iterations": "max_iterations", "seed": None, "device": "device"}
 _SEARCH_ALL = LabelLayout(n_columns=3, circular=PAPER_LAYOUT.circular, search=(0, 1, 2))
 
 
@@ -93,8 +92,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ner", "NER", _ner, _TORCH),
     Method("ner_own_positives", "NER, positives' own labels", partial(_ner, positive_labels="own"), _TORCH),
     Method("ner_search_all", "NER, search on 3 columns", partial(_ner, label_layout=_SEARCH_ALL), _TORCH),
-    Method("cebra3d", "CEBRA 3-D", partial(_cebra, 3), _CEBRA),
-    Method("cebra16d", "CEBRA 16-D", partial(_cebra, 16), _CEBRA),
+    Method("cebra3d", "CEBRA 3-D", partial(_cebra, 3), _TORCH),
+    Method("cebra16d", "CEBRA 16-D", partial(_cebra, 16), _TORCH),
     Method("pca", "PCA", partial(construct, "ner.methods.pca:TrialAveragePCA"), {"trial_length": "trial_length"}),
     Method("dpca", "dPCA", partial(construct, "ner.methods.dpca:StimulusDPCA"),
            {"trial_length": "trial_length", "seed": "seed"}),

@@ -18,6 +18,7 @@ from ner.atomic import atomic_write
 from ner.data.labels import PAPER_LAYOUT, LabelLayout
 from ner.model.loader import RankLoader
 from ner.model.loss import LabelDistance, RankLoss
+from ner.model.sampling import seeded
 
 _CHECKPOINT_KEYS = ("args", "state", "state_dict")
 
@@ -126,11 +127,7 @@ pad_before_transform, optimizer_kwargs
         return RankLoss(self.temperature, LabelDistance(self._layout().circular))
 
     def _prepare_model(self, dataset, is_multisession):
-        if self.seed is None:
-            return super()._prepare_model(dataset, is_multisession)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            return super()._prepare_model(dataset, is_multisession)
+        return seeded(self.seed, lambda: super(NER, self)._prepare_model(dataset, is_multisession))
 
     # --- input validation ------------------------------------------------------
 

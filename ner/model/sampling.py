@@ -48,3 +48,13 @@ def seed_distributions(distribution: TimedeltaDistribution,
     if seed is not None:
         distribution.generator.manual_seed(seed)
         distribution.prior.generator.manual_seed(seed + 1)
+
+
+def seeded(seed: int | None, build):
+    """``build()`` with torch's global generator seeded by ``seed`` (None: as it is), the caller's
+    random stream left untouched: a seeded model initialisation."""
+    if seed is None:
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()

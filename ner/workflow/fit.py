@@ -19,10 +19,13 @@ def sampler_of(estimator) -> str | None:
     """Which positive sampler a CEBRA-family estimator draws with (None for other methods)."""
     import cebra
 
+    from ner.methods.cebra_baseline import SeededCEBRA
     from ner.model.estimator import NER
 
     if isinstance(estimator, NER):
         return "kd-tree exact" if estimator.exact_search else "cebra dense"
+    if isinstance(estimator, SeededCEBRA):
+        return "kd-tree exact" if estimator.conditional == "time_delta" else f"cebra {estimator.conditional}"
     if isinstance(estimator, cebra.CEBRA):
         return "cebra dense"
     return None
