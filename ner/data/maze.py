@@ -76,6 +76,7 @@ SELECTIONS: dict[str, Selection] = {s.name: s for s in (
     named_selection("up-down", (37, 1, 31, 38, 34, 18), _CURVED),
 )}
 
+
 def parse_selection(text: str) -> Selection:
     """``NAME=13,38,18`` (every version) or ``NAME=13,38,18/1,2`` (versions 1 and 2) as a Selection."""
     match = re.fullmatch(r"\s*([^=\s]+)\s*=\s*([\d,\s]+?)\s*(?:/\s*([\d,\s]+))?\s*", text)

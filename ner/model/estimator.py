@@ -10,7 +10,6 @@ import cebra
 import cebra.integrations.sklearn.utils as sklearn_utils
 import numpy as np
 import torch
-
 from sklearn.utils import check_array
 
 import ner.model.solver  # noqa: F401  (registers the "ner-single-session" solver with CEBRA)
@@ -141,10 +140,11 @@ pad_before_transform, optimizer_kwargs
         """Reject what CEBRA would accept silently or fail on deep inside torch."""
         if len(y) != 1:
             raise ValueError(f"NER.fit takes one label array y, got {len(y)}.")
-        X = check_array(_numpy(X), dtype=np.float32, input_name="X")
-        label = _numpy(y[0])
-        if np.asarray(label).ndim == 1:
-            label = np.asarray(label)[:, None]  # one continuous variable
+        # partial_fit already made tensors and DataFrames arrays.
+        X = check_array(X, dtype=np.float32, input_name="X")
+        label = np.asarray(y[0])
+        if label.ndim == 1:
+            label = label[:, None]  # one continuous variable
         label = check_array(label, dtype=None, input_name="y")
         if not np.issubdtype(label.dtype, np.floating):
             raise ValueError(

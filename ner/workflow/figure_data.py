@@ -27,7 +27,19 @@ import numpy as np
 
 from ner.evaluation.cross_session import SplitEmbedding, cross_session_matrices
 from ner.evaluation.decoding import SCORES, decode_session
-from ner.workflow.store import Unit, cache_path, digest, matches, publish, read_npz, result_path, stored_provenance
+from ner.reference.layout import EMBEDDING_DIR
+from ner.reference.parity import compare
+from ner.workflow.store import (
+    Unit,
+    cache_path,
+    digest,
+    jsonable,
+    matches,
+    publish,
+    read_npz,
+    result_path,
+    stored_provenance,
+)
 
 __all__ = ["FIGURE_UNIT", "PROTOCOL_SESSIONS", "build_figure_data"]
 
@@ -45,7 +57,7 @@ def _inputs(paths: dict[str, Path]) -> dict[str, str] | None:
     return {name: digest(value) for name, value in sorted(stored.items())}
 
 
-def _decoded(out_dir: Path, caches: dict) -> dict:
+def _decoded(caches: dict) -> dict:
     arrays = {"methods": np.array(list(caches))}
     predicted = []
     for cache in caches.values():
@@ -55,7 +67,7 @@ def _decoded(out_dir: Path, caches: dict) -> dict:
     return arrays
 
 
-def _rank_agreement(out_dir: Path, caches: dict) -> dict:
+def _rank_agreement(caches: dict) -> dict:
     """Label distance (the loss's own) against latent distance from 200 reference bins to 400 others."""
     import torch
     from scipy.stats import spearmanr
@@ -75,7 +87,7 @@ def _rank_agreement(out_dir: Path, caches: dict) -> dict:
             "spearman_rho": rho}
 
 
-def _protocols(out_dir: Path, caches: dict) -> dict:
+def _protocols(caches: dict) -> dict:
     """Per method and protocol (paper, corrected): the linear cross-session matrices of the sessions."""
     arrays = {"methods": np.array(_PAIR), "protocols": np.array(["paper", "corrected"]),
               "sessions": np.array(PROTOCOL_SESSIONS)}
@@ -102,11 +114,9 @@ def _convergence_inputs(out_dir: Path) -> dict[str, Path]:
     return inputs
 
 
-def _convergence(out_dir: Path, caches: dict) -> dict:
+def _convergence(caches: dict) -> dict:
     """Test scores of each convergence run at each snapshot, and of its unit's main cache."""
     runs = {key[len("convergence/"):]: cache for key, cache in caches.items() if key.startswith("convergence/")}
-    if not runs:
-        raise ValueError(f"no convergence caches in {out_dir / 'convergence'}")
     iterations = next(iter(runs.values()))["snapshot_iterations"]
     arrays = {"runs": np.array(list(runs)), "snapshot_iterations": iterations,
               "main_iterations": np.array([caches[key]["provenance"]["iterations"] for key in runs])}
@@ -137,20 +147,14 @@ def _unit_inputs(out_dir: Path, methods, sessions, area) -> dict[str, Path]:
 
 
 def _reference_files(upstream: Path) -> list[Path]:
-    from ner.reference.layout import EMBEDDING_DIR
-
     folders = [upstream / EMBEDDING_DIR / m for m in PARITY_METHODS] + [upstream / f for f in ("Fig3", "Fig4", "Fig5")]
     return sorted(p for folder in folders for p in folder.rglob("*.npz"))
 
 
-def _parity(upstream: Path) -> tuple[dict, Callable]:
-    """The request naming the reference files the parity report reads (name, size), and how to make it."""
-    from ner.reference.parity import compare
-    from ner.workflow.store import jsonable
-
+def _parity_request(upstream: Path) -> dict:
+    """What the parity file is made from: the reference files the report reads (name, size)."""
     files = {str(p.relative_to(upstream)): p.stat().st_size for p in _reference_files(upstream)}
-    request = {"result": "parity", "methods": list(PARITY_METHODS), "reference_files": files}
-    return request, lambda: {"report": np.array(json.dumps(jsonable(compare(upstream, methods=list(PARITY_METHODS)))))}
+    return {"result": "parity", "methods": list(PARITY_METHODS), "reference_files": files}
 
 
 def build_figure_data(out_dir="data_NER", reference_dir=None, force: bool = False) -> dict:
@@ -178,7 +182,7 @@ def build_figure_data(out_dir="data_NER", reference_dir=None, force: bool = Fals
             summary["skipped"].append(str(target))
             continue
         try:
-            arrays = compute(out_dir, {key: read_npz(path) for key, path in paths.items()})
+            arrays = compute({key: read_npz(path) for key, path in paths.items()})
         except ValueError as error:
             summary["failed"][f"figure data {name}"] = str(error)
             continue
@@ -189,11 +193,11 @@ def build_figure_data(out_dir="data_NER", reference_dir=None, force: bool = Fals
         if not upstream.is_dir():
             raise ValueError(f"{reference_dir} holds no upstream_data_NER/: point reference_dir at the folder "
                              "holding the original authors' results")
-        target = result_path(out_dir, "parity")
-        request, compute = _parity(upstream)
+        target, request = result_path(out_dir, "parity"), _parity_request(upstream)
         if not force and matches(target, request):
             summary["skipped"].append(str(target))
         else:
-            publish(target, compute(), request)
+            report = compare(upstream, methods=list(PARITY_METHODS))
+            publish(target, {"report": np.array(json.dumps(jsonable(report)))}, request)
             summary["computed"].append(str(target))
     return summary
