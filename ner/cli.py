@@ -87,7 +87,7 @@ def _reproduce(args) -> int:
 
     summary = run_pipeline(data_dir=args.data_dir, out_dir=args.out, methods=args.methods,
                            sessions=args.sessions, areas=args.areas, iterations=args.iterations,
-                           seed=args.seed, n_jobs=args.jobs, force=args.force, device=args.device,
+                           seeds=args.seeds, n_jobs=args.jobs, force=args.force, device=args.device,
                            progress=not args.quiet, snapshots=args.snapshots, backend=args.backend,
                            method_params=_method_params(args.set), reference_dir=args.reference)
     print(format_summary(summary))
@@ -194,7 +194,8 @@ def _add_reproduce_arguments(parser):
                         "(default: the paper's 20000); an error for methods without iterations")
     parser.add_argument("--set", nargs="+", metavar="METHOD.PARAMETER=VALUE",
                         help="override a method's parameter, e.g. pivae.epochs=100 ner.batch_size=256")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="fit each method with randomness once per seed (default: 0)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel units (-1: all cores)")
     parser.add_argument("--backend", choices=BACKENDS, default="loky",
                         help="where parallel units run: this machine (loky) or a Dask cluster")

@@ -53,6 +53,18 @@ def test_save_load_round_trip(session, tmp_path):
     assert checkpoint["args"]["positive_labels"] == "reference"
 
 
+def test_load_puts_a_gpu_trained_model_where_it_is_told(session, tmp_path):
+    model = NER(**FAST).fit(session.neural, session.labels)
+    path = tmp_path / "ner.pt"
+    model.save(path)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["args"]["device"] = "cuda"  # as a model trained on a GPU saves itself
+    torch.save(checkpoint, path)
+    loaded = NER.load(path, device="cpu")
+    assert loaded.device == loaded.device_ == "cpu"
+    np.testing.assert_array_equal(loaded.transform(session.neural), model.transform(session.neural))
+
+
 def test_load_rejects_foreign_file(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, path)

@@ -76,3 +76,14 @@ def test_accuracy_bands_are_the_standard_error_of_the_mean():
     mean = curves[0].mean(axis=0) * 100
     np.testing.assert_allclose([band.min(), band.max()], [(mean - sem).min(), (mean + sem).max()])
     plt.close(fig)
+
+
+def test_paired_scores_draw_the_range_over_seeds_where_there_are_several():
+    per_seed = np.array([[[0.5, 0.7, 0.6], [0.8, np.nan, np.nan]],   # method 0: session 0 has 3 seeds, 1 has one
+                         [[0.2, 0.4, np.nan], [np.nan] * 3]])        # method 1: 2 seeds; nothing for session 1
+    fig, ax = plt.subplots()
+    plotting.plot_paired_scores(ax, [[0.6, 0.8], [0.3, np.nan]], ["a", "b"], "score", per_seed=per_seed)
+    ranges = sorted((tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.lines
+                    if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
+    assert ranges == [((0, 0), (0.5, 0.7)), ((1, 1), (0.2, 0.4))]
+    plt.close(fig)

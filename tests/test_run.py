@@ -81,7 +81,7 @@ def register(monkeypatch, *names):
 def test_caches_and_tables_hold_everything_with_provenance(tmp_path):
     data, out = write_sessions(tmp_path / "data", 2), tmp_path / "out"
     summary = run(data, out, methods=PAPER_METHODS)
-    assert sorted(summary["computed"]) == sorted(f"{m}/syn{s}_M1" for m in PAPER_METHODS for s in (0, 1))
+    assert sorted(summary["computed"]) == sorted(f"{m}/seed0/syn{s}_M1" for m in PAPER_METHODS for s in (0, 1))
     assert summary["skipped"] == [] and summary["failed"] == {}
     # Synthetic sessions are not the named real units the figure data is made from: none is made.
     assert summary["figure_data"]["computed"] == []
@@ -126,11 +126,11 @@ def test_rerun_skips_and_a_changed_request_or_force_recomputes(tmp_path):
     first = mtimes(out)
 
     again = run(data, out)
-    assert again["computed"] == [] and sorted(again["skipped"]) == ["ner/syn0_M1", "ner/syn1_M1"]
+    assert again["computed"] == [] and sorted(again["skipped"]) == ["ner/seed0/syn0_M1", "ner/seed0/syn1_M1"]
     assert again["tables"]["computed"] == [] and mtimes(out) == first
 
     longer = run(data, out, iterations=25, sessions=["syn1"])
-    assert longer["computed"] == ["ner/syn1_M1"]
+    assert longer["computed"] == ["ner/seed0/syn1_M1"]
     assert read_npz(cache_path(out, Unit("syn1", "M1", "ner")))["provenance"]["iterations"] == 25
     # An input changed, so its area's table and its subject's matrices are redone; syn0's are kept.
     assert sorted(longer["tables"]["computed"]) == [str(cross_session_path(out, "syn1")), str(table_path(out, "M1"))]
@@ -138,8 +138,36 @@ def test_rerun_skips_and_a_changed_request_or_force_recomputes(tmp_path):
     assert after[cache_path(out, Unit("syn0", "M1", "ner"))] == first[cache_path(out, Unit("syn0", "M1", "ner"))]
 
     forced = run(data, out, iterations=25, sessions=["syn1"], force=True)
-    assert forced["computed"] == ["ner/syn1_M1"] and forced["skipped"] == []
+    assert forced["computed"] == ["ner/seed0/syn1_M1"] and forced["skipped"] == []
     assert mtimes(out)[cache_path(out, Unit("syn1", "M1", "ner"))] > after[cache_path(out, Unit("syn1", "M1", "ner"))]
+
+
+def test_each_seed_has_its_cache_and_tables_give_every_seed_and_the_median(tmp_path, monkeypatch):
+    data, out = write_sessions(tmp_path / "data", 2), tmp_path / "out"
+    register(monkeypatch)
+    summary = run(data, out, methods=("ner", "pca_plain"), seeds=[0, 1], iterations=None,
+                  method_params={"ner": {**TINY, "max_iterations": 20}})
+    # PCA has no randomness: fitted once, under the first seed; NER once per seed, seed 0 first.
+    assert summary["computed"] == ["ner/seed0/syn0_M1", "ner/seed0/syn1_M1", "pca_plain/seed0/syn0_M1",
+                                   "pca_plain/seed0/syn1_M1", "ner/seed1/syn0_M1", "ner/seed1/syn1_M1"]
+    first, second = (read_npz(cache_path(out, Unit("syn0", "M1", "ner", seed))) for seed in (0, 1))
+    assert (first["provenance"]["seed"], second["provenance"]["seed"]) == (0, 1)
+    assert not np.allclose(first["train_embedding"], second["train_embedding"])  # the seed reaches the fit
+
+    table = read_npz(table_path(out, "M1"))
+    assert table["seeds"].tolist() == [0, 1] and table["methods"].tolist() == ["ner", "pca_plain"]
+    per_seed, median = table["test_position_r2_per_seed"], table["test_position_r2"]
+    assert per_seed.shape == (2, 2, 2) and np.isfinite(per_seed[0]).all()
+    assert np.isnan(per_seed[1, :, 1]).all()  # PCA has no seed 1
+    np.testing.assert_allclose(median[0], per_seed[0].mean(axis=1))  # the median of two is their mean
+    np.testing.assert_array_equal(median[1], per_seed[1, :, 0])
+    assert table["test_accuracy_per_bin_per_seed"].shape == (2, 2, 2, 10)
+
+    cross = read_npz(cross_session_path(out, "syn0"))
+    assert cross["seeds"].tolist() == [0, 1] and cross["linear_position_r2_per_seed"].shape == (2, 2, 1, 1)
+    np.testing.assert_allclose(cross["linear_position_r2"][0], cross["linear_position_r2_per_seed"][0].mean(0))
+    with pytest.raises(ValueError, match="seeds must be one or more non-negative integers"):
+        run(data, out, seeds=[])
 
 
 def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path):
@@ -150,7 +178,7 @@ def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path):
               f" progress=False, method_params={tiny()!r})\n")
     child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"},
                              stderr=subprocess.PIPE)
-    caches = out / "embeddings" / "ner"
+    caches = out / "embeddings" / "ner" / "seed0"
     deadline = time.monotonic() + 120
     while not list(caches.glob("*.npz")):
         assert child.poll() is None, child.stderr.read().decode()
@@ -164,9 +192,9 @@ def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path):
     assert not table_path(out, "M1").exists()
 
     summary = run(data, out, iterations=150)
-    done = {f"ner/{path.stem}" for path in finished}
+    done = {f"ner/seed0/{path.stem}" for path in finished}
     assert set(summary["skipped"]) == done
-    assert set(summary["computed"]) == {f"ner/syn{s}_M1" for s in range(3)} - done
+    assert set(summary["computed"]) == {f"ner/seed0/syn{s}_M1" for s in range(3)} - done
     assert all(mtimes(out)[path] == stamp for path, stamp in finished.items())
     assert len(list(caches.glob("*.npz"))) == 3 and table_path(out, "M1").exists()
     assert list(out.rglob("*.part")) == []
@@ -176,14 +204,14 @@ def test_temporary_files_of_dead_writers_are_removed_and_never_read(tmp_path):
     data, out = write_sessions(tmp_path / "data", 1), tmp_path / "out"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    folder = out / "embeddings" / "ner"
+    folder = out / "embeddings" / "ner" / "seed0"
     folder.mkdir(parents=True)
     stale = folder / f".syn0_M1.npz.{dead.pid}.0123abcd.part"
     live = folder / f".syn0_M1.npz.{os.getpid()}.0123abcd.part"
     stale.write_bytes(b"half a file")
     live.write_bytes(b"being written")
     summary = run(data, out)
-    assert summary["computed"] == ["ner/syn0_M1"] and summary["stale_removed"] == [str(stale)]
+    assert summary["computed"] == ["ner/seed0/syn0_M1"] and summary["stale_removed"] == [str(stale)]
     assert not stale.exists() and live.exists()
 
 
@@ -195,7 +223,7 @@ def test_sessions_and_areas_select_units(tmp_path):
     scipy.io.savemat(path, {key: value for key, value in contents.items() if not key.startswith("__")})
 
     summary = run(data, tmp_path / "out", areas=["PMd"])
-    assert summary["computed"] == ["ner/syn0_PMd"]
+    assert summary["computed"] == ["ner/seed0/syn0_PMd"]
     assert read_npz(cache_path(tmp_path / "out", Unit("syn0", "PMd", "ner")))["train_embedding"].shape == (320, 3)
     assert sorted(p.name for p in (tmp_path / "out" / "results").iterdir()) == [
         "cross_session_syn0.npz", "decoding_PMd.npz"]
@@ -212,9 +240,9 @@ def test_registered_methods_run_and_a_failing_unit_does_not_stop_the_others(tmp_
     # batch of 512: its units fail, the PCA units of the same run still finish.
     summary = run_pipeline(data, out, methods=["pca_plain", "ner"], device="cpu", progress=False,
                            method_params={"ner": {"max_iterations": 20}})
-    assert sorted(summary["computed"]) == ["pca_plain/syn0_M1", "pca_plain/syn1_M1"]
-    assert set(summary["failed"]) == {"ner/syn0_M1", "ner/syn1_M1"}
-    assert "batch_size" in summary["failed"]["ner/syn0_M1"]
+    assert sorted(summary["computed"]) == ["pca_plain/seed0/syn0_M1", "pca_plain/seed0/syn1_M1"]
+    assert set(summary["failed"]) == {"ner/seed0/syn0_M1", "ner/seed0/syn1_M1"}
+    assert "batch_size" in summary["failed"]["ner/seed0/syn0_M1"]
     assert read_npz(table_path(out, "M1"))["methods"].tolist() == ["pca_plain"]
     cache = read_npz(cache_path(out, Unit("syn0", "M1", "pca_plain")))
     assert "loss" not in cache and cache["provenance"]["sampler"] is None
@@ -228,7 +256,7 @@ def test_parallel_workers_write_the_same_caches(tmp_path, monkeypatch):
     serial = run_pipeline(data, tmp_path / "serial", methods=["pca_plain"], progress=False)
     parallel = run_pipeline(data, tmp_path / "parallel", methods=["pca_plain"], progress=False, n_jobs=2)
     assert parallel["failed"] == {}
-    assert sorted(parallel["computed"]) == sorted(serial["computed"]) == ["pca_plain/syn0_M1", "pca_plain/syn1_M1"]
+    assert sorted(parallel["computed"]) == sorted(serial["computed"]) == ["pca_plain/seed0/syn0_M1", "pca_plain/seed0/syn1_M1"]
     unit = Unit("syn1", "M1", "pca_plain")
     np.testing.assert_allclose(read_npz(cache_path(tmp_path / "parallel", unit))["test_embedding"],
                                read_npz(cache_path(tmp_path / "serial", unit))["test_embedding"], rtol=1e-5)
@@ -331,8 +359,8 @@ def test_snapshots_store_the_embedding_at_chosen_iterations(tmp_path):
     # The last snapshot is taken after the final update: it is the cached embedding itself.
     np.testing.assert_allclose(cache["snapshot_test_embedding"][-1], cache["test_embedding"], atol=1e-6)
     assert not np.allclose(cache["snapshot_test_embedding"][0], cache["test_embedding"], atol=1e-3)
-    assert run(data, out, snapshots=[5, 12, 20])["skipped"] == ["ner/syn0_M1"]
-    assert run(data, out)["computed"] == ["ner/syn0_M1"]  # a request without snapshots is another cache
+    assert run(data, out, snapshots=[5, 12, 20])["skipped"] == ["ner/seed0/syn0_M1"]
+    assert run(data, out)["computed"] == ["ner/seed0/syn0_M1"]  # a request without snapshots is another cache
 
 
 def test_bad_snapshots_are_refused(tmp_path, monkeypatch):
@@ -431,7 +459,7 @@ def test_tables_redo_only_the_cells_whose_caches_changed(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "decode_session", counted_decode)
     monkeypatch.setattr(tables, "cross_session_matrices", counted_cross)
     summary = run_pipeline(data, out, methods=["pca_plain"], sessions=["Monk_20200102"], force=True, progress=False)
-    assert summary["computed"] == ["pca_plain/Monk_20200102_M1"]
+    assert summary["computed"] == ["pca_plain/seed0/Monk_20200102_M1"]
     # Only the changed cache is decoded again (linear and kNN), only its method's matrices are redone.
     assert calls == {"decode": 2, "cross": 2}
     kept = {"decoding": read_npz(table_path(out, "M1")), "cross": read_npz(cross_session_path(out, "Monk"))}

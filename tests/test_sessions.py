@@ -1,11 +1,19 @@
 import hashlib
 import re
+import warnings
 
 import numpy as np
 import pytest
 import scipy.io
 
-from ner.data import Session, available_sessions, load_session, synthetic_session, write_session_mat
+from ner.data import (
+    Session,
+    available_sessions,
+    load_session,
+    synthetic_session,
+    write_session_mat,
+)
+from ner.data.labels import direction_offsets
 
 SUFFIX = "_neural_con_dis_index.mat"
 
@@ -198,6 +206,31 @@ def test_quirks_han_and_mihili_20140218(data_dir):
         assert set(np.unique(session.angle).tolist()) == EIGHT_DIRECTIONS
         assert np.array_equal(session.angle, np.mod(raw, 360).astype(np.float32))
     assert load_session("Han_20171204", area="S1", data_dir=data_dir).trial_length == 35
+
+
+def test_mihili_20140218_labels_are_45_degrees_off_the_reach_and_can_be_turned_onto_it(data_dir):
+    name = "Mihili_20140218"
+    if not (data_dir / (name + SUFFIX)).is_file():
+        pytest.skip(f"{name} not in {data_dir}")
+    with pytest.warns(UserWarning, match=r"Mihili_20140218 M1: the direction labels are -44\.5 degrees off"):
+        recorded = load_session(name, area="M1", data_dir=data_dir)
+    offsets = direction_offsets(recorded.labels, recorded.trial_length)
+    assert -48 < np.percentile(offsets, 25) and np.percentile(offsets, 75) < -42
+    moved = load_session(name, area="M1", data_dir=data_dir, directions="movement")
+    assert abs(moved.direction_offset) < 2
+    np.testing.assert_array_equal(moved.angle, np.mod(recorded.angle - 45, 360))
+    np.testing.assert_array_equal(moved.neural, recorded.neural)
+    np.testing.assert_array_equal(moved.velocity, recorded.velocity)
+    # Every other session's labels are the reach: no warning, and "movement" changes nothing.
+    other = "Mihili_20140217"
+    if (data_dir / (other + SUFFIX)).is_file():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            session = load_session(other, area="M1", data_dir=data_dir)
+        assert abs(session.direction_offset) < 2
+        np.testing.assert_array_equal(load_session(other, "M1", data_dir, directions="movement").labels, session.labels)
+    with pytest.raises(ValueError, match="directions must be one of recorded, movement"):
+        load_session(name, area="M1", data_dir=data_dir, directions="reach")
 
 
 def test_sha256_and_path_recorded(data_dir):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["N_DIRECTIONS", "LabelLayout", "PAPER_LAYOUT", "direction_classes", "check_samples",
+__all__ = ["N_DIRECTIONS", "LabelLayout", "PAPER_LAYOUT", "direction_classes", "direction_offsets", "check_samples",
            "check_labels", "check_trials", "check_trial_length", "check_paired"]
 
 N_DIRECTIONS = 8  # centre-out targets every 45 degrees
@@ -81,6 +81,25 @@ def direction_classes(angles) -> np.ndarray:
     [0, 1, 7, 0]
     """
     return np.rint(np.asarray(angles, dtype=float) / (360.0 / N_DIRECTIONS)).astype(int) % N_DIRECTIONS
+
+
+def direction_offsets(labels, trial_length: int) -> np.ndarray:
+    """Per trial, the reach direction measured from the velocities minus the direction label, in degrees
+    wrapped to [-180, 180).
+
+    The measured direction is that of the trial's net displacement (its summed velocity). Near 0 for a
+    session whose labels are the reach; Mihili_20140218's are about -45 (:func:`ner.data.load_session`).
+
+    >>> labels = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])   # moving at 45 degrees, labelled 0
+    >>> direction_offsets(labels, trial_length=2).tolist()
+    [45.0]
+    """
+    labels = check_labels(labels, require_all_directions=False)
+    n_trials = check_trials(len(labels), trial_length, name="labels")
+    trials = labels.reshape(n_trials, trial_length, -1)
+    displacement = trials[:, :, :2].sum(axis=1)
+    moved = np.degrees(np.arctan2(displacement[:, 1], displacement[:, 0]))
+    return np.mod(moved - trials[:, 0, 2] + 180.0, 360.0) - 180.0
 
 
 def check_samples(X, name: str = "neural activity", n_columns: int | None = None) -> np.ndarray:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +17,14 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
-from .labels import check_paired, check_trial_length
+from .labels import N_DIRECTIONS, check_paired, check_trial_length, direction_offsets
 
 FILE_SUFFIX = "_neural_con_dis_index.mat"
 DEFAULT_TRIAL_LENGTH = 40  # Chewie and Mihili files carry no t_dur; their trials are 40 bins (1.2 s)
 DATA_DIR_ENV = "NER_DATA_DIR"
+DIRECTIONS = ("recorded", "movement")  # what load_session takes the direction labels from
+# Labels further than half a direction step from the measured reach are named in a warning.
+OFFSET_WARNING_DEGREES = 360.0 / N_DIRECTIONS / 2
 
 # scipy reports a damaged MATLAB file through any of these, depending on where the damage is.
 _MAT_READ_ERRORS = (MatReadError, OSError, ValueError, IndexError, EOFError, zlib.error, struct.error)
@@ -97,6 +102,12 @@ class Session:
     def angle(self) -> np.ndarray:
         """Reach direction in degrees, 0..315."""
         return self.labels[:, 2]
+
+    @property
+    def direction_offset(self) -> float:
+        """Median over trials of the reach direction measured from the velocities minus the label, in
+        degrees (:func:`ner.data.labels.direction_offsets`): near 0 where the labels are the reach."""
+        return float(np.median(direction_offsets(self.labels, self.trial_length)))
 
     @property
     def n_train_trials(self) -> int:
@@ -199,15 +210,25 @@ def _resolve_path(name_or_path: str | os.PathLike, data_dir) -> Path:
 
 
 def load_session(
-    name_or_path: str | os.PathLike, area: str = "M1", data_dir: str | os.PathLike | None = None
+    name_or_path: str | os.PathLike, area: str = "M1", data_dir: str | os.PathLike | None = None,
+    directions: str = "recorded",
 ) -> Session:
     """Load one area of a session file (a name such as "Chewie_20161007", or a path to the .mat file).
 
     Labels become [vx*10, vy*10, angle mod 360]: Chewie/Mihili store -180..135 (Mihili_20140218 uses +180
     for -180), Han stores 0..315 already. Trial length comes from ``t_dur`` where the file has it (Han: 35),
-    else 40. Note: Mihili_20140218's direction labels look rotated +45 degrees from the actual reach; they
-    are kept as recorded.
+    else 40.
+
+    ``directions="recorded"`` (the default, as the paper) keeps the file's direction labels, with a
+    warning where they lie more than 22.5 degrees from the reach measured from the velocities
+    (:attr:`Session.direction_offset`): Mihili_20140218's are the reach plus about 45 degrees.
+    ``"movement"`` turns every label by that offset rounded to whole directions, so the labels name the
+    reach. Within one session this changes no decoding score (the angle enters NER only through label
+    differences, and the direction classes are only renamed); across sessions it decides which
+    directions are aligned with which.
     """
+    if directions not in DIRECTIONS:
+        raise ValueError(f"directions must be one of {', '.join(DIRECTIONS)}, got {directions!r}")
     path = _resolve_path(name_or_path, data_dir)
     raw = path.read_bytes()
     try:
@@ -268,4 +289,15 @@ def load_session(
             f"{path}: discrete_index changes within a trial of {trial_length} bins, so the trial length is wrong "
             "for this file (set t_dur in the file)"
         )
+    offset = session.direction_offset
+    step = 360.0 / N_DIRECTIONS
+    if directions == "movement" and abs(offset) > OFFSET_WARNING_DEGREES:
+        labels = session.labels.copy()
+        labels[:, 2] = np.mod(labels[:, 2] + step * round(offset / step), 360.0)
+        session = dataclasses.replace(session, labels=labels)
+    elif abs(offset) > OFFSET_WARNING_DEGREES:
+        warnings.warn(f"{session.name} {area}: the direction labels are {offset:+.1f} degrees off the reach "
+                      "measured from the velocities (median over trials); they are kept as recorded, as the "
+                      "paper did; load_session(..., directions='movement') turns them onto the reach",
+                      stacklevel=2)
     return session

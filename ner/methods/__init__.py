@@ -18,7 +18,7 @@ pca                 PCA (3 components) of per-direction trial-averaged training 
 dpca                dPCA (3 stimulus components) of training trial averages
 umap                UMAP, 2-D, unsupervised
 umap_label          UMAP, 2-D, with the reach angle as target
-pivae               piVAE (PyTorch): conv encoder, label prior, Poisson observations, 3-D latent
+pivae               piVAE: windowed MLP encoder, direction + velocity prior, GIN-flow decoder, Poisson
 ==================  ======================================================================================
 
 The pipeline's settings reach a method only where it has them, and asking for one it lacks is an error

@@ -186,10 +186,11 @@ pad_before_transform, optimizer_kwargs
             torch.save(self._get_state_dict(), part)
 
     @classmethod
-    def load(cls, filename, weights_only: bool = True, **kwargs) -> "NER":
+    def load(cls, filename, weights_only: bool = True, device: str | None = None,
+             **kwargs) -> "NER":
         """Load an estimator written by :meth:`save` (CEBRA's own ``load`` builds a
-        ``cebra.CEBRA``). The device is resolved anew, so a GPU-trained model loads
-        on a CPU-only machine."""
+        ``cebra.CEBRA``). The device is resolved anew (``device``, else the saved
+        setting), so a GPU-trained model loads on a CPU-only machine."""
         checkpoint = torch.load(filename, weights_only=weights_only,
                                 map_location="cpu", **kwargs)
         if not isinstance(checkpoint, dict) or any(
@@ -198,6 +199,8 @@ pad_before_transform, optimizer_kwargs
                              f"with keys {_CHECKPOINT_KEYS}.")
         args, state = dict(checkpoint["args"]), checkpoint["state"]
         args["label_layout"] = LabelLayout(**args["label_layout"])
+        if device is not None:
+            args["device"] = device
         estimator = cls(**args)
         for key, value in state.items():
             setattr(estimator, key, value)

@@ -14,7 +14,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ner.evaluation.cross_session import SplitEmbedding, pair_alignment, session_averages
+from ner.data.labels import direction_offsets
+from ner.evaluation.cross_session import (
+    SplitEmbedding,
+    pair_alignment,
+    session_averages,
+)
 from ner.evaluation.statistics import off_diagonal
 from ner.evaluation.trials import direction_angles, trial_averages
 from ner.methods import display_name
@@ -32,7 +37,7 @@ from ner.workflow.store import (
 
 __all__ = ["BIN_MS", "FIGURES_DIR_ENV", "cache_dir", "figures_dir", "embedding", "decoding", "cross_session",
            "result", "parity_report", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
-           "aligned_latents", "short_name", "draw_cross_session", "draw_aligned_latents", "save"]
+           "aligned_latents", "direction_offsets", "short_name", "draw_cross_session", "draw_aligned_latents", "save"]
 
 BIN_MS = 30  # every reaching session is binned at 30 ms
 FIGURES_DIR_ENV = "NER_FIGURES_DIR"
@@ -50,10 +55,10 @@ def _read(path: Path, hint: str) -> dict:
     return read_npz(path)
 
 
-def embedding(method: str, session: str, area: str, root=None) -> dict:
-    """The cache of ``method`` on one area of one session (see :mod:`ner.workflow.run`)."""
-    return _read(cache_path(root or cache_dir(), Unit(session, area, method)),
-                 f"ner reproduce --methods {method} --sessions {session} --areas {area}")
+def embedding(method: str, session: str, area: str, root=None, seed: int = 0) -> dict:
+    """The cache of ``method`` fitted with ``seed`` on one area of one session (see :mod:`ner.workflow.run`)."""
+    return _read(cache_path(root or cache_dir(), Unit(session, area, method, seed)),
+                 f"ner reproduce --methods {method} --sessions {session} --areas {area} --seeds {seed}")
 
 
 def decoding(area: str, root=None) -> dict:

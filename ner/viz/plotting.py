@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -80,12 +81,24 @@ def plot_matrix(ax, matrix, names, title="", vmin=None, vmax=None, fmt="{:.2f}")
     return image
 
 
-def plot_paired_scores(ax, values, method_labels, ylabel):
-    """Scores of several methods (methods x sessions): one grey line per session, a bar at the median."""
+def plot_paired_scores(ax, values, method_labels, ylabel, per_seed=None):
+    """Scores of several methods (methods x sessions): one grey line per session, a bar at the median.
+
+    ``per_seed`` (methods x sessions x seeds, NaN where a seed is missing) draws each point's range over
+    the seeds as a vertical line, where it has two seeds or more.
+    """
     values = np.asarray(values, dtype=float)
     positions = np.arange(len(values))
     for column in values.T:
         ax.plot(positions, column, color="0.75", lw=0.8, marker="o", ms=3, zorder=1)
+    if per_seed is not None:
+        per_seed = np.asarray(per_seed, dtype=float)
+        several = np.sum(np.isfinite(per_seed), axis=-1) > 1
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN points have no range
+            low, high = np.nanmin(per_seed, axis=-1), np.nanmax(per_seed, axis=-1)
+        for m, s in zip(*np.nonzero(several)):
+            ax.plot([positions[m]] * 2, [low[m, s], high[m, s]], color="0.35", lw=1.2, zorder=2)
     medians = np.nanmedian(values, axis=1)
     ax.bar(positions, medians, width=0.6, color="tab:blue", alpha=0.35, zorder=0)
     for x, median in zip(positions, medians):

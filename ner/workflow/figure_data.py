@@ -106,11 +106,13 @@ def _protocols(caches: dict) -> dict:
 
 
 def _convergence_inputs(out_dir: Path) -> dict[str, Path]:
-    runs = sorted((out_dir / "convergence" / "embeddings").glob("*/*.npz"))
-    inputs = {f"convergence/{p.parent.name}/{p.stem}": p for p in runs}
-    for path in runs:  # the same units' main caches, for the comparison at their iteration count
+    runs = sorted((out_dir / "convergence" / "embeddings").glob("*/seed*/*.npz"))
+    inputs = {}
+    for path in runs:  # each run, and its unit's main cache for the comparison at its iteration count
         session, area = path.stem.rsplit("_", 1)
-        inputs[f"{path.parent.name}/{path.stem}"] = cache_path(out_dir, Unit(session, area, path.parent.name))
+        unit = Unit(session, area, path.parent.parent.name, int(path.parent.name.removeprefix("seed")))
+        inputs[f"convergence/{unit}"] = path
+        inputs[str(unit)] = cache_path(out_dir, unit)
     return inputs
 
 

@@ -1,4 +1,4 @@
-"""Session files -> ``data_NER/``: one embedding cache per (session, area, method), then the result tables.
+"""Session files -> ``data_NER/``: one embedding cache per (method, session, area, seed), then the result tables.
 
 The folder layout is :mod:`ner.workflow.store`'s, the tables :mod:`ner.workflow.tables`'. Files are
 published by an atomic rename, so a killed run leaves none half-written; a rerun skips every cache whose
@@ -25,12 +25,23 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from ner.data.sessions import DEFAULT_TRIAL_LENGTH, available_sessions, load_session, resolve_data_dir
+from ner.data.sessions import (
+    DEFAULT_TRIAL_LENGTH,
+    available_sessions,
+    load_session,
+    resolve_data_dir,
+)
 from ner.extras import missing_extra
 from ner.methods import METHODS, Method, build_method, make_method
 from ner.workflow.figure_data import build_figure_data
 from ner.workflow.fit import fit_and_cache, is_cebra
-from ner.workflow.store import Unit, cache_path, matches, remove_stale_parts, settings_of
+from ner.workflow.store import (
+    Unit,
+    cache_path,
+    matches,
+    remove_stale_parts,
+    settings_of,
+)
 from ner.workflow.tables import build_tables
 
 __all__ = ["DEFAULT_METHODS", "BACKENDS", "run_pipeline", "format_summary"]
@@ -53,7 +64,7 @@ def _request(unit: Unit, estimator, seed, session, snapshots) -> dict:
     }
 
 
-def _run_unit(unit: Unit, entry: Method, path: Path, out_dir: Path, params, iterations, seed, device, force,
+def _run_unit(unit: Unit, entry: Method, path: Path, out_dir: Path, params, iterations, device, force,
               verbose, single_thread, snapshots=None):
     """Fit, embed and cache one unit unless a matching cache exists; returns (unit, status, message)."""
     if single_thread:
@@ -63,16 +74,16 @@ def _run_unit(unit: Unit, entry: Method, path: Path, out_dir: Path, params, iter
     try:
         session = load_session(path, unit.area)
         # The entry travels with the unit: a worker process knows only the built-in methods.
-        estimator = build_method(entry, iterations=iterations, seed=seed, device=device,
+        estimator = build_method(entry, iterations=iterations, seed=unit.seed, device=device,
                                  trial_length=session.trial_length, params=params)
         if "verbose" in estimator.get_params(deep=False):
             estimator.set_params(verbose=verbose)
-        request = _request(unit, estimator, seed, session, snapshots)
+        request = _request(unit, estimator, unit.seed, session, snapshots)
         target = cache_path(out_dir, unit)
         if not force and matches(target, request):
             return unit, "skipped", None
         train, test = session.train, session.test
-        fit_and_cache(estimator, train, test, target, seed=seed, device=device, snapshots=snapshots,
+        fit_and_cache(estimator, train, test, target, seed=unit.seed, device=device, snapshots=snapshots,
                       provenance={**request, "session": unit.session, "area": unit.area, "session_file": path.name},
                       arrays={"trial_length": np.int64(session.trial_length), "train_trial_ids": train.trial_ids,
                               "test_trial_ids": test.trial_ids})
@@ -83,8 +94,11 @@ def _run_unit(unit: Unit, entry: Method, path: Path, out_dir: Path, params, iter
 
 # --- the run ---------------------------------------------------------------------------------------
 
-def _plan(data_dir, methods, sessions, areas) -> tuple[list[tuple[Unit, Path]], dict]:
-    """Units to run with their session files, and files that could not be read."""
+def _plan(data_dir, methods, sessions, areas, seeds) -> tuple[list[tuple[Unit, Path]], dict]:
+    """Units to run with their session files, and files that could not be read.
+
+    A method without randomness (no ``seed`` setting) is fitted once, under the first seed.
+    """
     folder = resolve_data_dir(data_dir)
     found = available_sessions(folder)
     if not found:
@@ -105,9 +119,9 @@ def _plan(data_dir, methods, sessions, areas) -> tuple[list[tuple[Unit, Path]], 
                              f"areas recorded: {', '.join(sorted(recorded)) or 'none'}")
     unreadable = {info.name: f"{info.path}: no neural_<area> recordings could be read; "
                   "load_session says what is wrong" for info in found if not info.areas}
-    units = [(Unit(info.name, area, method), info.path)
-             for info in found for area in info.areas if areas is None or area in areas
-             for method in methods]
+    units = [(Unit(info.name, area, method, seed), info.path)
+             for seed in seeds for method in methods if seed == seeds[0] or "seed" in METHODS[method].settings
+             for info in found for area in info.areas if areas is None or area in areas]
     return units, unreadable
 
 
@@ -130,6 +144,13 @@ def _check_snapshots(snapshots, iterations) -> list[int] | None:
     bad = [s for s in chosen if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= iterations]
     if bad or not chosen:
         raise ValueError(f"snapshots must be iterations between 1 and iterations={iterations}, got {snapshots!r}")
+    return chosen
+
+
+def _check_seeds(seeds) -> list[int]:
+    chosen = list(dict.fromkeys([seeds] if isinstance(seeds, int) else seeds))
+    if not chosen or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in chosen):
+        raise ValueError(f"seeds must be one or more non-negative integers, got {seeds!r}")
     return chosen
 
 
@@ -179,7 +200,7 @@ def _backend(name: str):
 
 def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEFAULT_METHODS,
                  sessions: Iterable[str] | None = None, areas: Iterable[str] | None = None,
-                 iterations: int | None = None, seed: int | None = 0, n_jobs: int = 1, force: bool = False,
+                 iterations: int | None = None, seeds: Iterable[int] = (0,), n_jobs: int = 1, force: bool = False,
                  device: str = "cuda_if_available", progress: bool = True,
                  method_params: Mapping[str, Mapping] | None = None,
                  snapshots: Iterable[int] | None = None, backend: str = "loky",
@@ -188,7 +209,9 @@ def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEF
 
     ``data_dir`` defaults to $NER_DATA_DIR, else ./data. ``sessions`` and ``areas`` select a subset.
     ``iterations`` sets the training length of the CEBRA-family methods (None: their default, the paper's
-    20000); it is an error for a method without iterations (:func:`ner.methods.make_method`).
+    20000); it is an error for a method without iterations (:func:`ner.methods.make_method`). Each method
+    with randomness is fitted once per seed of ``seeds`` (every seed's units before the next seed's), the
+    others once.
     ``method_params`` maps a method name to settings that override its defaults (e.g. batch_size, or
     piVAE's epochs). ``n_jobs > 1`` (or -1) fits units in parallel processes, one torch thread each, on
     joblib's ``backend``: ``"loky"`` (this machine) or ``"dask"`` (the cluster at $DASK_SCHEDULER_ADDRESS,
@@ -197,7 +220,7 @@ def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEF
     ``snapshots``: iterations (at most ``iterations``) at which CEBRA-family methods also store their
     embeddings, for convergence curves.
 
-    Returns ``computed`` and ``skipped`` (unit names such as ``"ner/Chewie_20150629_M1"``), ``failed``
+    Returns ``computed`` and ``skipped`` (unit names such as ``"ner/seed0/Chewie_20150629_M1"``), ``failed``
     ({what: message}; the run goes on past a failure), ``tables`` (from :func:`build_tables`),
     ``stale_removed`` (temporary files of killed runs deleted) and ``wall_time_s``.
     """
@@ -218,19 +241,20 @@ def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEF
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     snapshots = _check_snapshots(snapshots, iterations)
+    seeds = _check_seeds(seeds)
     for method in methods:
         # Build each method once now, so that a wrong setting fails here and not in every unit.
-        estimator = make_method(method, iterations=iterations, seed=seed, device=device,
+        estimator = make_method(method, iterations=iterations, seed=seeds[0], device=device,
                                 trial_length=DEFAULT_TRIAL_LENGTH, params=method_params.get(method))
         if snapshots and not is_cebra(estimator):
             raise ValueError(f"snapshots need a CEBRA-family method; {method!r} is a {type(estimator).__name__}")
 
-    units, unreadable = _plan(data_dir, methods, sessions, areas)
+    units, unreadable = _plan(data_dir, methods, sessions, areas, seeds)
     out_dir = Path(out_dir)
     stale = remove_stale_parts(out_dir)
     verbose = progress and n_jobs == 1  # per-iteration bars only when units run one after another
     tasks = (delayed(_run_unit)(unit, METHODS[unit.method], path, out_dir, method_params.get(unit.method),
-                                iterations, seed, device, force, verbose, n_jobs != 1, snapshots)
+                                iterations, device, force, verbose, n_jobs != 1, snapshots)
              for unit, path in units)
     summary = {"computed": [], "skipped": [], "failed": dict(unreadable)}
     with _backend(backend), _stop_workers_on_interrupt(n_jobs != 1 and backend == "loky"):

@@ -2,7 +2,7 @@
 
 Layout of a cache folder::
 
-    embeddings/<method>/<session>_<area>.npz   a method fitted on the training trials of one area
+    embeddings/<method>/seed<k>/<session>_<area>.npz   a method fitted with seed k on the training trials of one area
     results/decoding_<area>.npz                decoding scores of every cached embedding of that area
     results/cross_session_<subject>.npz        cross-session (and cross-area) matrices of one subject
     results/<name>.npz                         what a figure shows that is computed (ner.workflow.figure_data)
@@ -41,14 +41,15 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 class Unit(NamedTuple):
-    """One piece of work: fit ``method`` on one area of one session."""
+    """One piece of work: fit ``method`` with ``seed`` on one area of one session."""
 
     session: str
     area: str
     method: str
+    seed: int = 0
 
     def __str__(self):
-        return f"{self.method}/{self.session}_{self.area}"
+        return f"{self.method}/seed{self.seed}/{self.session}_{self.area}"
 
 
 def cache_dir() -> Path:
@@ -58,7 +59,7 @@ def cache_dir() -> Path:
 
 def cache_path(out_dir, unit: Unit) -> Path:
     """Where the embedding cache of ``unit`` lives."""
-    return Path(out_dir) / "embeddings" / unit.method / f"{unit.session}_{unit.area}.npz"
+    return Path(out_dir) / "embeddings" / unit.method / f"seed{unit.seed}" / f"{unit.session}_{unit.area}.npz"
 
 
 def table_path(out_dir, area: str) -> Path:
