@@ -61,8 +61,32 @@ def _compare(args) -> int:
     from ner.reference.parity import compare, format_report
     from ner.workflow.store import jsonable
 
-    result = compare(args.upstream, methods=args.methods)
+    if args.published:
+        return _published(args)
+    result = compare(args.upstream, methods=args.methods, figures=args.figures)
     print(json.dumps(jsonable(result), indent=1) if args.json else format_report(result))
+    return 0
+
+
+def _published(args) -> int:
+    from ner.workflow.published import (
+        build_published,
+        format_published,
+        group_medians,
+        published_request,
+    )
+    from ner.workflow.store import cache_dir, jsonable, matches, read_npz, result_path
+
+    out_dir = Path(args.out) if args.out else cache_dir()
+    target = result_path(out_dir, "published")
+    # The pipeline's table where it was made from these caches; else computed now (not written).
+    table = (read_npz(target) if matches(target, published_request(out_dir, args.upstream))
+             else build_published(out_dir, args.upstream))
+    table.pop("provenance", None)
+    if args.json:
+        print(json.dumps(jsonable({**table, "medians": group_medians(table)}), indent=1))
+    else:
+        print(format_published(table))
     return 0
 
 
@@ -157,7 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--upstream", required=True,
                          help="the original repository's data_NER/ folder")
     compare.add_argument("--methods", nargs="*", help="default: every method found")
-    compare.add_argument("--json", action="store_true")
+    compare.add_argument("--figures", nargs="*", help="fig4_M1 fig4_PMd_S1 fig5 fig5_knn fig6 (default: all; "
+                         "fig5_knn's grid searches take minutes)")
+    compare.add_argument("--published", action="store_true", help="instead: the stored Fig 4 numbers of every "
+                         "unit beside ours (paper's protocol and corrected), with medians per area and monkey")
+    compare.add_argument("--out", help="for --published: the folder of our caches (default: $NER_CACHE_DIR, "
+                         "else the repository's data_NER)")
+    compare.add_argument("--json", action="store_true", help="the whole report as JSON (counts under 'counts' "
+                         "and 'totals')")
     compare.set_defaults(run=_compare)
 
     reproduce = commands.add_parser(

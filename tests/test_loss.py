@@ -136,3 +136,40 @@ def test_bad_shapes_are_named():
         RankLoss(0.0)
     with pytest.raises(ValueError, match="copies"):
         rank_loss(torch.cat([ref, pos]), labels, copies=3)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_float32_gradient_matches_float64(ties):
+    # float32 labels take the packed (value, column) sort, ties included.
+    ref, pos, labels, _ = make_batch(128, ties=ties, seed=1)
+    want = torch.autograd.grad(RankLoss()(ref, pos, labels), [ref, pos])
+    ref32, pos32 = (t.detach().float().requires_grad_() for t in (ref, pos))
+    got = torch.autograd.grad(RankLoss()(ref32, pos32, labels.float()), [ref32, pos32])
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32
+        assert torch.allclose(g.double(), w, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("positive_labels", ["reference", "own"])
+def test_all_labels_equal_matches_defining_formula(dtype, positive_labels):
+    # One tie group per row: every denominator is the whole row.
+    ref, pos, labels, _ = make_batch(16, ties=False, seed=9)
+    same = labels[:1].expand(16, 3).clone()
+    ref, pos = (t.detach().to(dtype).requires_grad_() for t in (ref, pos))
+    fast = RankLoss()(ref, pos, same.to(dtype), same.to(dtype) if positive_labels == "own" else None)
+    exact = defining_formula(torch.cat([ref, pos]).double(), torch.cat([same, same]), 1.0)
+    assert fast.item() == pytest.approx(exact.item(), abs=1e-5)
+    for got, want in zip(torch.autograd.grad(fast, [ref, pos]), torch.autograd.grad(exact, [ref, pos])):
+        assert torch.allclose(got.double(), want.double(), atol=1e-6, rtol=0)
+
+
+def test_three_copies_match_defining_formula():
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(60, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 3, (20, 3), generator=generator).double()
+    fast = rank_loss(features, labels, 0.7, copies=3)
+    exact = defining_formula(features, labels.repeat(3, 1), 0.7)
+    assert fast.item() == pytest.approx(exact.item(), abs=1e-10)
+    got, want = (torch.autograd.grad(loss, features)[0] for loss in (fast, exact))
+    assert torch.allclose(got, want, atol=1e-10, rtol=0)

@@ -488,3 +488,14 @@ def test_a_dask_cluster_runs_the_units(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=f"backend must be one of loky, dask, got '{backend}'"):
             run_pipeline(data, tmp_path / "x", methods=["pca_plain"], backend=backend, progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_pivae_caches_hold_its_label_informed_embedding_too(tmp_path):
+    data, out = write_sessions(tmp_path / "data", 1), tmp_path / "out"
+    run_pipeline(data, out, methods=["pivae"], device="cpu", progress=False,
+                 method_params={"pivae": {"epochs": 2, "window": 2, "batch_size": 64}})
+    cache = read_npz(cache_path(out, Unit("syn0", "M1", "pivae")))
+    for split in ("train", "test"):
+        informed, free = cache[f"{split}_posterior_embedding"], cache[f"{split}_embedding"]
+        assert informed.shape == free.shape and np.isfinite(informed).all()
+        assert not np.allclose(informed, free)  # the labels moved it

@@ -24,6 +24,7 @@ from ner.evaluation.statistics import off_diagonal
 from ner.evaluation.trials import direction_angles, trial_averages
 from ner.methods import display_name
 from ner.viz.plotting import angle_colors, plot_matrix, save_figure
+from ner.workflow.published import group_medians
 from ner.workflow.store import (
     REPOSITORY,
     Unit,
@@ -36,7 +37,7 @@ from ner.workflow.store import (
 )
 
 __all__ = ["BIN_MS", "FIGURES_DIR_ENV", "cache_dir", "figures_dir", "embedding", "decoding", "cross_session",
-           "result", "parity_report", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
+           "result", "parity_report", "published", "published_medians", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
            "aligned_latents", "direction_offsets", "short_name", "draw_cross_session", "draw_aligned_latents", "save"]
 
 BIN_MS = 30  # every reaching session is binned at 30 ms
@@ -81,6 +82,16 @@ def parity_report(root=None) -> dict | None:
     it was never made (it needs their folder: ``ner reproduce --reference DIR``)."""
     path = result_path(root or cache_dir(), "parity")
     return json.loads(str(read_npz(path)["report"])) if path.exists() else None
+
+
+def published(root=None) -> dict | None:
+    """The paper's stored Fig 4 numbers beside ours, unit by unit (:mod:`ner.workflow.published`), or None
+    where it was never made (it needs the original's folder: ``ner reproduce --reference DIR``)."""
+    path = result_path(root or cache_dir(), "published")
+    return read_npz(path) if path.exists() else None
+
+
+published_medians = group_medians  # medians per method and area / monkey, with the paired differences
 
 
 def session_row(table: dict, session: str) -> int:

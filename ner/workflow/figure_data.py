@@ -11,6 +11,9 @@
                                          protocol, NER and CEBRA 3-D, on the Chewie M1 sessions of Fig 3
 ``parity``                               Fig 16: the parity report (:mod:`ner.reference.parity`) on the
                                          original authors' latents; made only where their folder is given
+``published``                            Fig 16 and ``ner compare --published``: the stored Fig 4 numbers
+                                         beside ours, unit by unit (:mod:`ner.workflow.published`); made
+                                         only where the original's folder is given
 =======================================  =====================================================================
 
 Each file records in its provenance a digest of every input it was made from and is rebuilt only when
@@ -27,8 +30,9 @@ import numpy as np
 
 from ner.evaluation.cross_session import SplitEmbedding, cross_session_matrices
 from ner.evaluation.decoding import SCORES, decode_session
-from ner.reference.layout import EMBEDDING_DIR
+from ner.reference.layout import EMBEDDING_DIR, FIGURES, PMD_DIR
 from ner.reference.parity import compare
+from ner.workflow.published import build_published, published_request
 from ner.workflow.store import (
     Unit,
     cache_path,
@@ -45,7 +49,6 @@ __all__ = ["FIGURE_UNIT", "PROTOCOL_SESSIONS", "build_figure_data"]
 
 FIGURE_UNIT = ("Chewie_20161007", "M1")  # the session Figs 1 and 2 show
 PROTOCOL_SESSIONS = ("Chewie_20150629", "Chewie_20150630", "Chewie_20160929", "Chewie_20161007")
-PARITY_METHODS = ("NER_Chewie", "Cebra_Chewie")
 _PAIR = ("ner", "cebra3d")
 
 
@@ -149,21 +152,21 @@ def _unit_inputs(out_dir: Path, methods, sessions, area) -> dict[str, Path]:
 
 
 def _reference_files(upstream: Path) -> list[Path]:
-    folders = [upstream / EMBEDDING_DIR / m for m in PARITY_METHODS] + [upstream / f for f in ("Fig3", "Fig4", "Fig5")]
-    return sorted(p for folder in folders for p in folder.rglob("*.npz"))
+    folders = [upstream / f for f in (EMBEDDING_DIR, PMD_DIR, *sorted({f for f, _, _ in FIGURES.values()}))]
+    return sorted({p for folder in folders for p in folder.rglob("*.npz")})
 
 
 def _parity_request(upstream: Path) -> dict:
-    """What the parity file is made from: the reference files the report reads (name, size)."""
+    """What the parity file is made from: the figures compared and the reference files read (name, size)."""
     files = {str(p.relative_to(upstream)): p.stat().st_size for p in _reference_files(upstream)}
-    return {"result": "parity", "methods": list(PARITY_METHODS), "reference_files": files}
+    return {"result": "parity", "figures": list(FIGURES), "reference_files": files}
 
 
 def build_figure_data(out_dir="data_NER", reference_dir=None, force: bool = False) -> dict:
     """(Re)build every figure data file of ``out_dir`` whose inputs exist and changed.
 
     ``reference_dir`` is the folder holding the original authors' ``upstream_data_NER/``; without it
-    the parity file is left as it is. Returns ``computed``, ``skipped`` and ``failed`` ({name: message}).
+    the parity and published files are left as they are. Returns ``computed``, ``skipped`` and ``failed`` ({name: message}).
     """
     out_dir = Path(out_dir)
     session, area = FIGURE_UNIT
@@ -195,11 +198,18 @@ def build_figure_data(out_dir="data_NER", reference_dir=None, force: bool = Fals
         if not upstream.is_dir():
             raise ValueError(f"{reference_dir} holds no upstream_data_NER/: point reference_dir at the folder "
                              "holding the original authors' results")
-        target, request = result_path(out_dir, "parity"), _parity_request(upstream)
-        if not force and matches(target, request):
-            summary["skipped"].append(str(target))
-        else:
-            report = compare(upstream, methods=list(PARITY_METHODS))
-            publish(target, {"report": np.array(json.dumps(jsonable(report)))}, request)
+        made_by = {"parity": (_parity_request(upstream),
+                              lambda: {"report": np.array(json.dumps(jsonable(compare(upstream))))}),
+                   "published": (published_request(out_dir, upstream), lambda: build_published(out_dir, upstream))}
+        for name, (request, compute) in made_by.items():
+            target = result_path(out_dir, name)
+            if not force and matches(target, request):
+                summary["skipped"].append(str(target))
+                continue
+            try:
+                publish(target, compute(), request)
+            except ValueError as error:  # e.g. no cache of a unit the stored tables score
+                summary["failed"][f"figure data {name}"] = str(error)
+                continue
             summary["computed"].append(str(target))
     return summary

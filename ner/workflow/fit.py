@@ -88,7 +88,8 @@ def fit_and_cache(estimator, train, test, target: Path, *, provenance: Mapping, 
     """Fit ``estimator`` on the ``train`` split, embed both splits and write the cache at ``target``.
 
     ``train`` and ``test`` carry ``neural``, ``labels`` and ``n_trials``. The cache holds float32 embeddings and
-    labels, the loss curve (trained methods), snapshot embeddings when ``snapshots`` are asked, the caller's
+    labels (and, for an estimator with ``posterior_mean``, the label-informed ``*_posterior_embedding``), the
+    loss curve (trained methods), snapshot embeddings when ``snapshots`` are asked, the caller's
     ``arrays``, and ``provenance`` completed with the trial counts, sampler, versions, device and wall time.
     """
     _seed_everything(seed)
@@ -100,6 +101,9 @@ def fit_and_cache(estimator, train, test, target: Path, *, provenance: Mapping, 
         estimator.fit(train.neural, train.labels)
     embeddings = {"train_embedding": estimator.transform(train.neural),
                   "test_embedding": estimator.transform(test.neural)}
+    if hasattr(estimator, "posterior_mean"):  # piVAE: also the paper's label-informed embedding
+        embeddings.update(train_posterior_embedding=estimator.posterior_mean(train.neural, train.labels),
+                          test_posterior_embedding=estimator.posterior_mean(test.neural, test.labels))
     wall = time.perf_counter() - start
     provenance = {
         **provenance,
