@@ -59,3 +59,27 @@ def test_unchanged_inputs_are_skipped_and_a_changed_one_rebuilds(out):
 def test_a_reference_folder_without_the_original_results_is_refused(out, tmp_path):
     with pytest.raises(ValueError, match="holds no upstream_data_NER"):
         build_figure_data(out, reference_dir=tmp_path)
+
+
+def test_protocols_show_each_paper_entry_as_the_range_of_its_reachable_rotations():
+    from test_parity import synthetic_session as split_session
+
+    from ner.evaluation.decoding import SCORES
+    from ner.workflow.figure_data import PROTOCOL_SESSIONS, _protocols
+
+    caches = {}
+    for k, session in enumerate(PROTOCOL_SESSIONS):
+        for method in ("ner", "cebra3d"):
+            s = split_session(k + (10 if method == "ner" else 0), n_train=3, n_test=2)
+            caches[f"{method}/{session}"] = {"train_embedding": s.train_embedding, "train_labels": s.train_labels,
+                                             "test_embedding": s.test_embedding, "test_labels": s.test_labels,
+                                             "trial_length": 40}
+    arrays = _protocols(caches)
+    off = ~np.eye(len(PROTOCOL_SESSIONS), dtype=bool)
+    for m in SCORES:
+        value, low, high = arrays[m], arrays[f"{m}_low"], arrays[f"{m}_high"]
+        assert np.all(low <= value + 1e-12) and np.all(value <= high + 1e-12)
+        assert np.array_equal(low[:, 1], high[:, 1])  # corrected: one alignment, one number
+        assert np.array_equal(low[:, :, ~off], high[:, :, ~off])  # the diagonal has no rotation
+    # The paper's entries do spread: the rule's candidates decode differently.
+    assert any(np.any(arrays[f"{m}_high"][:, 0][:, off] > arrays[f"{m}_low"][:, 0][:, off]) for m in SCORES)

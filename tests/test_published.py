@@ -43,6 +43,15 @@ def folders(tmp_path):
                     {"train_embedding": s.train_embedding, "train_labels": s.train_labels,
                      "test_embedding": s.test_embedding, "test_labels": s.test_labels, "trial_length": 40},
                     {"method": "ner", "session": session, "area": "M1", "seed": seed})
+    for session, informed in (("Chewie_20150629", synthetic_session(7, n_train=3, n_test=2)), ("Chewie_20150630", None)):
+        s = synthetic_session(8, n_train=3, n_test=2)
+        arrays = {"train_embedding": s.train_embedding, "train_labels": s.train_labels,
+                  "test_embedding": s.test_embedding, "test_labels": s.test_labels, "trial_length": 40}
+        if informed is not None:  # the second cache predates the posterior embeddings
+            arrays.update(train_posterior_embedding=informed.train_embedding,
+                          test_posterior_embedding=informed.test_embedding)
+        publish(cache_path(ours, Unit(session, "M1", "pivae")), arrays,
+                {"method": "pivae", "session": session, "area": "M1", "seed": 0})
     return upstream, ours
 
 
@@ -50,7 +59,8 @@ def test_stored_rows_become_units_with_fractions_and_garbled_names_are_recovered
     upstream, _ = folders
     units, unnamed = stored_units(upstream)
     assert unnamed == []
-    assert set(units) == {Unit(f"Chewie_20{d}", "M1", m) for d in DATES for m in ("ner", "pivae")}
+    # piVAE's row is set beside both of its embeddings: label-free and label-informed.
+    assert set(units) == {Unit(f"Chewie_20{d}", "M1", m) for d in DATES for m in ("ner", "pivae", "pivae_posterior")}
     expected = stored_values(2)
     first = units[Unit("Chewie_20150630", "M1", "ner")]
     # Columns train scores, then test scores; the stored percentages come back as fractions.
@@ -60,26 +70,41 @@ def test_stored_rows_become_units_with_fractions_and_garbled_names_are_recovered
 def test_table_scores_each_seed_both_ways_and_takes_medians(folders):
     upstream, ours = folders
     table = build_published(ours, upstream)
-    assert table["sessions"].tolist() == ["Chewie_20150629", "Chewie_20150630"]  # piVAE: no caches, left out
-    assert table["seeds"].tolist() == [0, 1] and table["paper_per_seed"].shape == (2, 2, 6)
-    assert np.isnan(table["paper_per_seed"][1, 1]).all()  # the second session has no seed 1
+    ner = table["methods"] == "ner"
+    assert table["sessions"][ner].tolist() == ["Chewie_20150629", "Chewie_20150630"]
+    assert table["seeds"].tolist() == [0, 1] and table["paper_per_seed"].shape == (6, 2, 6)  # ner, pivae x 2
+    assert np.isnan(table["paper_per_seed"][ner][1, 1]).all()  # the second session has no seed 1
     data = read_npz(cache_path(ours, Unit("Chewie_20150629", "M1", "ner", 1)))
     for protocol, legacy in (("paper", True), ("corrected", False)):
         scores = decode_session(data["train_embedding"], data["train_labels"], data["test_embedding"],
                                 data["test_labels"], 40, legacy=legacy)
-        assert table[f"{protocol}_per_seed"][0, 1] == pytest.approx([scores[c] for c in COLUMNS])
-        assert table[protocol][0] == pytest.approx(np.median(table[f"{protocol}_per_seed"][0], axis=0))
+        assert table[f"{protocol}_per_seed"][ner][0, 1] == pytest.approx([scores[c] for c in COLUMNS])
+        assert table[protocol][ner][0] == pytest.approx(np.median(table[f"{protocol}_per_seed"][ner][0], axis=0))
     # The protocols differ in the test velocity R² alone (the original's swapped arguments).
     same = np.isclose(table["paper_per_seed"], table["corrected_per_seed"], equal_nan=True).all(axis=(0, 1))
     assert same.tolist() == [c != "test_velocity_r2" for c in COLUMNS]
 
 
+def test_pivae_is_scored_on_both_of_its_embeddings(folders):
+    upstream, ours = folders
+    table = build_published(ours, upstream)
+    rows = {(m, s): k for k, (m, s) in enumerate(zip(table["methods"], table["sessions"]))}
+    free, informed = table["paper"][rows["pivae", "Chewie_20150629"]], table["paper"][rows["pivae_posterior", "Chewie_20150629"]]
+    data = read_npz(cache_path(ours, Unit("Chewie_20150629", "M1", "pivae")))
+    scores = decode_session(data["train_posterior_embedding"], data["train_labels"], data["test_posterior_embedding"],
+                            data["test_labels"], 40, legacy=True)
+    assert informed == pytest.approx([scores[c] for c in COLUMNS]) and not np.allclose(informed, free)
+    assert np.isnan(table["paper"][rows["pivae_posterior", "Chewie_20150630"]]).all()  # a cache without it
+    assert np.isfinite(table["paper"][rows["pivae", "Chewie_20150630"]]).all()
+
+
 def test_group_medians_pair_units_and_text_shows_them(folders):
     upstream, ours = folders
     table = build_published(ours, upstream)
-    rows = {row["group"]: row for row in group_medians(table)}
+    rows = {row["group"]: row for row in group_medians(table) if row["method"] == "ner"}
     assert set(rows) == {"all", "M1", "Chewie"} and rows["all"]["units"] == 2
-    paired = np.median(table["paper"] - table["published"], axis=0)
+    ner = table["methods"] == "ner"
+    paired = np.median(table["paper"][ner] - table["published"][ner], axis=0)
     assert list(rows["M1"]["paper - published"].values()) == pytest.approx(paired.tolist())
     text = format_published(table)
     assert "Chewie_20150630 M1" in text and "ours-publ." in text
@@ -89,7 +114,7 @@ def test_cli_prints_the_pipeline_table_or_computes_it(folders, capsys):
     upstream, ours = folders
     assert main(["compare", "--upstream", str(upstream), "--published", "--out", str(ours), "--json"]) == 0
     computed = json.loads(capsys.readouterr().out)
-    assert computed["sessions"] == ["Chewie_20150629", "Chewie_20150630"] and computed["medians"]
+    assert computed["methods"].count("ner") == 2 and computed["medians"]
     reference = upstream.parent / "reference"
     reference.mkdir()
     (reference / "upstream_data_NER").symlink_to(upstream)

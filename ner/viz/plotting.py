@@ -40,15 +40,20 @@ def plot_true_vs_decoded(ax, truth, predicted, label, n_bins=400):
     return ax
 
 
+# No creation date nor software version in the files: the same figure is the same bytes.
+_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None, "Creator": None},
+             "svg": {"Date": None, "Creator": None}}
+
+
 def save_figure(fig, path_stem, formats=("png", "pdf")) -> list[Path]:
-    """Write ``fig`` as ``<path_stem>.<format>`` for each format, atomically."""
+    """Write ``fig`` as ``<path_stem>.<format>`` for each format, atomically and byte-for-byte reproducibly."""
     path_stem = Path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         target = path_stem.with_suffix(f".{fmt}")
         with atomic_write(target) as part:
-            fig.savefig(part, format=fmt, dpi=150, bbox_inches="tight")
+            fig.savefig(part, format=fmt, dpi=150, bbox_inches="tight", metadata=_METADATA.get(fmt))
         written.append(target)
     return written
 

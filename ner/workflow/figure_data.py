@@ -31,6 +31,7 @@ import numpy as np
 from ner.evaluation.cross_session import SplitEmbedding, cross_session_matrices
 from ner.evaluation.decoding import SCORES, decode_session
 from ner.reference.layout import EMBEDDING_DIR, FIGURES, PMD_DIR
+from ner.reference.legacy import legacy_cross_session
 from ner.reference.parity import compare
 from ner.workflow.published import build_published, published_request
 from ner.workflow.store import (
@@ -91,19 +92,34 @@ def _rank_agreement(caches: dict) -> dict:
 
 
 def _protocols(caches: dict) -> dict:
-    """Per method and protocol (paper, corrected): the linear cross-session matrices of the sessions."""
+    """Per method and protocol (paper, corrected): the linear cross-session matrices of the sessions, and
+    ``<score>_low`` / ``<score>_high``: the paper's rotation pick is rounding noise, so each of its entries
+    spans the scores of every rotation the original's rule can take (:func:`legacy_cross_session`); the
+    corrected entries are single numbers (low = high)."""
     arrays = {"methods": np.array(_PAIR), "protocols": np.array(["paper", "corrected"]),
               "sessions": np.array(PROTOCOL_SESSIONS)}
-    matrices = {m: np.full((len(_PAIR), 2, len(PROTOCOL_SESSIONS), len(PROTOCOL_SESSIONS)), np.nan) for m in SCORES}
+    shape = (len(_PAIR), 2, len(PROTOCOL_SESSIONS), len(PROTOCOL_SESSIONS))
+    matrices = {f"{m}{end}": np.full(shape, np.nan) for m in SCORES for end in ("", "_low", "_high")}
     for i, method in enumerate(_PAIR):
         splits = {s: SplitEmbedding(*(caches[f"{method}/{s}"][key] for key in
                                       ("train_embedding", "train_labels", "test_embedding", "test_labels")))
                   for s in PROTOCOL_SESSIONS}
         trial_length = int(caches[f"{method}/{PROTOCOL_SESSIONS[0]}"]["trial_length"])
-        for p, legacy in enumerate((True, False)):
-            result = cross_session_matrices(splits, trial_length, legacy=legacy)
-            for m in SCORES:
-                matrices[m][i, p] = result[m]
+        legacy = legacy_cross_session(splits, trial_length)
+        corrected = cross_session_matrices(splits, trial_length)
+        for a, train in enumerate(PROTOCOL_SESSIONS):
+            for b, test in enumerate(PROTOCOL_SESSIONS):
+                if a == b:
+                    picked = low = high = np.asarray(legacy["diagonal"][train])
+                else:
+                    pair = legacy["pairs"][(train, test)]
+                    reachable = pair["candidates"][pair["reachable"]]
+                    picked, low, high = pair["candidates"][pair["pick"]], reachable.min(0), reachable.max(0)
+                for k, m in enumerate(SCORES):
+                    for end, value in (("", picked), ("_low", low), ("_high", high)):
+                        matrices[f"{m}{end}"][i, 0, a, b] = value[k]
+                    for end in ("", "_low", "_high"):
+                        matrices[f"{m}{end}"][i, 1, a, b] = corrected[m][a, b]
     arrays.update(matrices)
     return arrays
 

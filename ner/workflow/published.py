@@ -34,8 +34,11 @@ __all__ = ["COLUMNS", "OUR_METHOD", "build_published", "format_published", "grou
            "stored_units"]
 
 COLUMNS = tuple(f"{split}_{score}" for split in ("train", "test") for score in SCORES)
-# The original's method names -> ours.
-OUR_METHOD = {"NER": "ner", "Cebra": "cebra3d", "piVAE": "pivae", "UMAP": "umap", "UMAP_label": "umap_label"}
+# The original's method names -> ours; piVAE twice: the label-free encoder mean and the label-informed
+# posterior mean (the paper's, which sees the labels of the bins it embeds), both in the pivae caches.
+OUR_METHOD = {"NER": ("ner",), "Cebra": ("cebra3d",), "piVAE": ("pivae", "pivae_posterior"), "UMAP": ("umap",),
+              "UMAP_label": ("umap_label",)}
+_EMBEDDING = {"pivae_posterior": ("pivae", "posterior_")}  # method -> (its caches, key prefix of its embedding)
 # Stored Fig 4 table -> monkey -> the area its rows are.
 _AREAS = {"fig4_M1": {"Chewie": "M1", "Mihili": "M1"}, "fig4_PMd_S1": {"Chewie": "PMd", "Han": "S1"}}
 _YEAR = "20"
@@ -67,17 +70,19 @@ def stored_units(upstream) -> tuple[dict[Unit, np.ndarray], list[str]]:
                 unnamed.append(f"{figure} {stored_method}")
                 continue
             for row, date in enumerate(rows):
-                values = [table[score][row, col] / STORED_SCALE[score] for col in (0, 1) for score in SCORES]
-                units[Unit(f"{subject}_{_YEAR}{date}", areas[subject], OUR_METHOD[name])] = np.array(values)
+                values = np.array([table[score][row, col] / STORED_SCALE[score] for col in (0, 1) for score in SCORES])
+                for method in OUR_METHOD[name]:
+                    units[Unit(f"{subject}_{_YEAR}{date}", areas[subject], method)] = values
     return units, unnamed
 
 
 def _our_caches(out_dir: Path, unit: Unit) -> dict[int, Path]:
     """{seed: cache} of ``unit`` (any seed) in ``out_dir``."""
+    method, _ = _EMBEDDING.get(unit.method, (unit.method, ""))
     caches = {}
-    for folder in sorted((out_dir / "embeddings" / unit.method).glob("seed*")):
+    for folder in sorted((out_dir / "embeddings" / method).glob("seed*")):
         seed = int(folder.name.removeprefix("seed"))
-        path = cache_path(out_dir, unit._replace(seed=seed))
+        path = cache_path(out_dir, unit._replace(method=method, seed=seed))
         if path.exists():
             caches[seed] = path
     return caches
@@ -107,11 +112,15 @@ def build_published(out_dir, upstream) -> dict:
     seeds = sorted({seed for caches in found.values() for seed in caches})
     per_seed = {protocol: np.full((len(found), len(seeds), len(COLUMNS)), np.nan) for protocol in ("paper", "corrected")}
     for u, (unit, caches) in enumerate(found.items()):
+        _, prefix = _EMBEDDING.get(unit.method, (unit.method, ""))
         for seed, path in caches.items():
             data = read_npz(path)
+            if f"train_{prefix}embedding" not in data:
+                continue  # a cache made before piVAE's caches held the posterior: NaN
             for protocol, legacy in (("paper", True), ("corrected", False)):
-                scores = decode_session(data["train_embedding"], data["train_labels"], data["test_embedding"],
-                                        data["test_labels"], int(data["trial_length"]), legacy=legacy)
+                scores = decode_session(data[f"train_{prefix}embedding"], data["train_labels"],
+                                        data[f"test_{prefix}embedding"], data["test_labels"],
+                                        int(data["trial_length"]), legacy=legacy)
                 per_seed[protocol][u, seeds.index(seed)] = [scores[column] for column in COLUMNS]
     arrays = {"methods": np.array([u.method for u in found]), "sessions": np.array([u.session for u in found]),
               "areas": np.array([u.area for u in found]), "seeds": np.array(seeds), "columns": np.array(COLUMNS),
@@ -139,8 +148,10 @@ def group_medians(table) -> list[dict]:
         for group, where in groups:
             values = {name: table[name][where] for name in ("published", "paper", "corrected")}
             values["paper - published"] = values["paper"] - values["published"]
-            rows.append({"method": str(method), "group": str(group), "units": int(where.sum()),
-                         **{name: dict(zip(columns, np.nanmedian(v, axis=0).tolist())) for name, v in values.items()}})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a group no cache scores: NaN
+                medians = {name: dict(zip(columns, np.nanmedian(v, axis=0).tolist())) for name, v in values.items()}
+            rows.append({"method": str(method), "group": str(group), "units": int(where.sum()), **medians})
     return rows
 
 
