@@ -499,3 +499,17 @@ def test_pivae_caches_hold_its_label_informed_embedding_too(tmp_path):
         informed, free = cache[f"{split}_posterior_embedding"], cache[f"{split}_embedding"]
         assert informed.shape == free.shape and np.isfinite(informed).all()
         assert not np.allclose(informed, free)  # the labels moved it
+
+
+def test_a_new_seed_rebuilds_tables_whose_other_methods_lack_it(tmp_path, monkeypatch):
+    # The tables of seed 0 are reused cell by cell when seed 1 arrives; PCA has no seed 1 at all.
+    data, out = write_sessions(tmp_path / "data", 2), tmp_path / "out"
+    register(monkeypatch)
+    params = {"ner": {**TINY, "max_iterations": 20}}
+    run(data, out, methods=("ner", "pca_plain"), seeds=[0], iterations=None, method_params=params)
+    summary = run(data, out, methods=("ner", "pca_plain"), seeds=[0, 1], iterations=None, method_params=params)
+    assert summary["computed"] == ["ner/seed1/syn0_M1", "ner/seed1/syn1_M1"] and summary["failed"] == {}
+    cross = read_npz(cross_session_path(out, "syn0"))
+    assert cross["seeds"].tolist() == [0, 1]
+    per_seed = cross["linear_position_r2_per_seed"]
+    assert np.isfinite(per_seed[0]).all() and np.isfinite(per_seed[1, 0]).all() and np.isnan(per_seed[1, 1]).all()

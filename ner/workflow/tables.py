@@ -207,6 +207,8 @@ def cross_session_tables(out_dir, subjects: Iterable[str] | None = None, force: 
         for m, method in enumerate(methods):
             for k, seed in enumerate(seeds):
                 present = [u for u in units if (method, seed, *u) in found]
+                if not present:  # e.g. a method without randomness, fitted under the first seed only
+                    continue
                 index = [units.index(u) for u in present]
                 keys = [found[(method, seed, *u)][0] for u in present]
                 if previous is not None and all(_same_input(previous, key) for key in keys) \
