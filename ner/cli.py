@@ -51,9 +51,26 @@ def _sessions(args) -> int:
 def _fetch(args) -> int:
     from ner.data import fetch
 
+    if args.mc_maze_results:
+        return _fetch_mc_maze_results(args)
     paths = fetch(args.names or None, dest=args.dest, base_url=args.base_url)
     for path in paths:
         print(path)
+    return 0
+
+
+def _fetch_mc_maze_results(args) -> int:
+    from ner.data.download import fetch_mc_maze_results, mc_maze_registry, mc_maze_results_dir
+
+    if args.names:
+        raise ValueError(f"--mc-maze-results fetches every MC_Maze result file; drop {' '.join(args.names)}")
+    folder = fetch_mc_maze_results(dest=args.dest, base_url=args.base_url)
+    print(f"{len(mc_maze_registry())} MC_Maze result files of the original authors, verified, in {folder}")
+    if folder.resolve() == mc_maze_results_dir().resolve():
+        print("`ner figures --only 08 11` draws figures 8 and 11 from them")
+    else:
+        print(f"figures 8 and 11 look in {mc_maze_results_dir()}; point them here with "
+              f"NER_MC_MAZE_REFERENCE={folder}")
     return 0
 
 
@@ -169,10 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.set_defaults(run=_sessions)
 
     fetch = commands.add_parser(
-        "fetch", help="download session files from the public NER repository")
+        "fetch", help="download session files (or, with --mc-maze-results, the original authors' MC_Maze "
+        "results) from the public NER repository, checksummed")
     fetch.add_argument("names", nargs="*", help="session names (default: all)")
-    fetch.add_argument("--dest", help="default: $NER_DATA_DIR, else ./data")
-    fetch.add_argument("--base-url", help="mirror of the repository's raw files")
+    fetch.add_argument("--mc-maze-results", action="store_true",
+                       help="instead: the original authors' MC_Maze results (their data_NER/Fig8, 12 MB), "
+                       "which figures 8 and 11 draw; into $NER_DATA_DIR/mc_maze_results, else the "
+                       "checkout's data/mc_maze_results")
+    fetch.add_argument("--dest", help="default: $NER_DATA_DIR, else ./data (sessions); see --mc-maze-results")
+    fetch.add_argument("--base-url", help="mirror of the repository's raw files (default: $NER_FETCH_URL, "
+                       "else GitHub at the pinned commit)")
     fetch.set_defaults(run=_fetch)
 
     compare = commands.add_parser(

@@ -267,3 +267,140 @@ def test_missing_fetchable_session_uses_current_registry(synthetic, tmp_path):
         load_session(SYNTH_BLOB, data_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match=f"sessions that can be fetched: {', '.join(SYNTH)}$"):
         load_session("Chewie_20161007", data_dir=tmp_path)  # no longer fetchable once the registry is replaced
+
+
+# --- the original authors' MC_Maze results (data_NER/Fig8) ----------------------------------------------------
+
+# Names shaped like the upstream ones: spaces, ':', '[', ',' and a subfolder, so that the URL quoting is exercised.
+RESULT_FILES = ["Type: curve-straight=[13, 38]_parameters_5000itr_lr0.0001.npz",
+                "Supp_Cebra/Type: curve-straight=[13, 38]_parameters_5000itr_lr0.0001.npz",
+                "Supp_Cebra/Type: curve-up-down=[37, 1]_parameters_5000itr_lr0.0001.npz"]
+
+
+@pytest.fixture
+def results_mirror(tmp_path, monkeypatch):
+    """A mirror serving three small result files under data_NER/Fig8/, and mc_maze_registry() describing them."""
+    root = tmp_path / "mirror"
+    entries = {}
+    for seed, relative in enumerate(RESULT_FILES):
+        served = root / fetch_module.MC_MAZE_PREFIX / relative
+        served.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(served, cebra_veldir_train=np.random.default_rng(seed).normal(size=(200, 3)))
+        entries[relative] = fetch_module.RegistryEntry(
+            path=fetch_module.MC_MAZE_PREFIX + relative, git_blob_sha1=fetch_module.git_blob_sha1(served),
+            sha256=sha256_of(served), size=served.stat().st_size)
+    monkeypatch.setattr(fetch_module, "mc_maze_registry", lambda: dict(entries))
+    served = Mirror(root)
+    served.file = lambda relative: root / entries[relative].path
+    yield served
+    served.close()
+
+
+def _tree(folder):
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+def test_packaged_results_registry_lists_fig8():
+    entries = fetch_module.mc_maze_registry()
+    assert len(entries) == 16 and sum(entry.size for entry in entries.values()) == 11_699_904
+    assert sum(relative.startswith("Supp_Cebra/") for relative in entries) == 8
+    for relative, entry in entries.items():
+        assert entry.path == "data_NER/Fig8/" + relative and relative.endswith(".npz")
+        assert len(entry.sha256) == 64 and len(entry.git_blob_sha1) == 40
+
+
+def test_packaged_results_registry_matches_the_reference_copy(reference_dir):
+    folder = reference_dir / "upstream_data_NER" / "Fig8"
+    entries = fetch_module.mc_maze_registry()
+    assert _tree(folder) == sorted(entries)
+    for relative, entry in entries.items():
+        path = folder / relative
+        assert path.stat().st_size == entry.size
+        assert fetch_module.sha256(path) == entry.sha256
+        assert fetch_module.git_blob_sha1(path) == entry.git_blob_sha1
+    assert fetch_module.missing_mc_maze_results(folder) == []
+
+
+def test_results_download_verify_and_do_not_repeat(results_mirror, tmp_path):
+    dest = tmp_path / "results"
+    assert fetch_module.missing_mc_maze_results(dest) == RESULT_FILES
+    assert fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False) == dest
+    assert _tree(dest) == sorted(RESULT_FILES)  # the upstream layout, and no partial file left
+    for relative in RESULT_FILES:
+        assert (dest / relative).read_bytes() == results_mirror.file(relative).read_bytes()
+    # the requests were percent-encoded (the server decodes them back to the names above)
+    assert len(results_mirror.requests) == 3
+    assert all("%20" in request and "%3A" in request and " " not in request for request in results_mirror.requests)
+    assert fetch_module.missing_mc_maze_results(dest) == []
+
+    mtimes = {relative: (dest / relative).stat().st_mtime_ns for relative in RESULT_FILES}
+    fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
+    assert len(results_mirror.requests) == 3  # verified files are kept as they are
+    assert {relative: (dest / relative).stat().st_mtime_ns for relative in RESULT_FILES} == mtimes
+
+
+def test_corrupt_result_is_refused_and_removed(results_mirror, tmp_path):
+    dest = tmp_path / "results"
+    served = results_mirror.file(RESULT_FILES[1])
+    content = bytearray(served.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    served.write_bytes(bytes(content))
+    entry = fetch_module.mc_maze_registry()[RESULT_FILES[1]]
+    with pytest.raises(ValueError, match=f"checksum mismatch for .*sha256 expected {entry.sha256}"):
+        fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
+    # the file before it was kept; the bad one left nothing behind, neither its name nor a .part file
+    assert _tree(dest) == [RESULT_FILES[0]]
+    assert fetch_module.missing_mc_maze_results(dest) == RESULT_FILES[1:]
+
+
+def test_interrupted_results_download_resumes(results_mirror, tmp_path):
+    dest = tmp_path / "results"
+    missing = results_mirror.file(RESULT_FILES[2])
+    kept = missing.read_bytes()
+    missing.unlink()
+    with pytest.raises(OSError, match="could not download .*404.*NER_FETCH_URL"):
+        fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
+    assert _tree(dest) == sorted(RESULT_FILES[:2])
+    missing.write_bytes(kept)
+    results_mirror.requests.clear()
+    fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
+    assert len(results_mirror.requests) == 1 and fetch_module.missing_mc_maze_results(dest) == []
+
+
+def test_damaged_local_result_is_downloaded_again(results_mirror, tmp_path):
+    dest = tmp_path / "results"
+    fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
+    good = (dest / RESULT_FILES[0]).read_bytes()
+    (dest / RESULT_FILES[0]).write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, one bit off
+    results_mirror.requests.clear()
+    fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
+    assert (dest / RESULT_FILES[0]).read_bytes() == good and len(results_mirror.requests) == 1
+
+
+def test_results_default_folder_and_cli(results_mirror, tmp_path, monkeypatch, capsys):
+    from ner.cli import main
+
+    monkeypatch.setenv("NER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("NER_FETCH_URL", results_mirror.url)
+    assert fetch_module.mc_maze_results_dir() == tmp_path / "data" / "mc_maze_results"
+    assert main(["fetch", "--mc-maze-results"]) == 0
+    out = capsys.readouterr().out
+    assert f"3 MC_Maze result files of the original authors, verified, in {tmp_path / 'data' / 'mc_maze_results'}" in out
+    assert "ner figures --only 08 11" in out
+    assert _tree(tmp_path / "data" / "mc_maze_results") == sorted(RESULT_FILES)
+
+    assert main(["fetch", "--mc-maze-results", "--dest", str(tmp_path / "elsewhere")]) == 0
+    assert f"NER_MC_MAZE_REFERENCE={tmp_path / 'elsewhere'}" in capsys.readouterr().out
+    assert main(["fetch", "--mc-maze-results", "Chewie_20161007"]) == 2
+    assert "drop Chewie_20161007" in capsys.readouterr().err
+
+    monkeypatch.delenv("NER_DATA_DIR")
+    assert fetch_module.mc_maze_results_dir() == fetch_module._CHECKOUT / "data" / "mc_maze_results"
+    assert fetch_module.mc_maze_results_dir().is_absolute()
+
+
+def test_local_names_on_windows(monkeypatch):
+    relative = RESULT_FILES[1]
+    assert fetch_module.local_name(relative) == relative
+    monkeypatch.setattr(fetch_module.os, "name", "nt")
+    assert fetch_module.local_name(relative) == relative.replace("Type:", "Type_")

@@ -1,5 +1,6 @@
 """MC_Maze end to end: a small maze NWB file -> ner.workflow.maze caches -> the Fig 8 and Fig 11 notebooks."""
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -16,7 +17,7 @@ from ner.data.maze import SELECTIONS as PAPER_SELECTIONS
 from ner.data.maze import Selection, parse_selection
 from ner.evaluation.maze import decode_run
 from ner.reference.maze import ORIGINAL
-from ner.viz.maze import HOW_TO, REFERENCE_ENV, load_runs
+from ner.viz.maze import FETCH_COMMAND, HOW_TO, REFERENCE_ENV, draw_figure, load_runs
 from ner.workflow.maze import OURS, mc_maze_path, train_mc_maze
 from ner.workflow.store import read_npz
 
@@ -187,9 +188,12 @@ def _figures(folder):
 
 
 def _point(monkeypatch, tmp_path, cache=None, reference=None):
+    """Figures, caches and the data directory (where `ner fetch --mc-maze-results` puts the original's
+    results) in tmp_path, so that no result of this machine is found by accident."""
     figures = tmp_path / "figures"
     monkeypatch.setenv("NER_CACHE_DIR", str(cache or tmp_path / "no_cache"))
     monkeypatch.setenv("NER_FIGURES_DIR", str(figures))
+    monkeypatch.setenv("NER_DATA_DIR", str(tmp_path / "data"))
     if reference:
         monkeypatch.setenv(REFERENCE_ENV, str(reference))
     else:
@@ -211,20 +215,29 @@ def test_notebooks_draw_our_caches(trained, tmp_path, monkeypatch):
 
 
 def test_notebooks_without_results_say_how_to_make_them(tmp_path, monkeypatch):
-    import nbformat
-    from nbclient import NotebookClient
-
-    from ner.viz.notebooks import notebooks_dir, run_notebooks
+    from ner.viz.notebooks import run_notebooks
 
     figures = _point(monkeypatch, tmp_path)
     run_notebooks(["08", "11"], progress=False)
     assert _figures(figures) == []
-    notebook = nbformat.read(notebooks_dir() / "08_mc_maze_straight_vs_curved.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=120, kernel_name="python3",
+    for name in ("08_mc_maze_straight_vs_curved.ipynb", "11_cebra_mc_maze.ipynb"):
+        printed = _printed(name)
+        assert f"\n    {FETCH_COMMAND}\n" in printed and FETCH_COMMAND == "ner fetch --mc-maze-results"
+        assert "dandi download DANDI:000128" in printed and "ner mc-maze --nwb" in printed
+        assert HOW_TO in printed
+
+
+def _printed(name):
+    """What the notebook ``name`` prints, run in this process's environment."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from ner.viz.notebooks import notebooks_dir
+
+    notebook = nbformat.read(notebooks_dir() / name, as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(notebooks_dir())}}).execute()
-    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
-    assert "dandi download DANDI:000128" in printed and "ner mc-maze --nwb" in printed
-    assert HOW_TO in printed
+    return "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
 
 
 @pytest.fixture
@@ -257,3 +270,68 @@ def test_notebooks_draw_the_original_results(upstream_fig8, tmp_path, monkeypatc
     run_notebooks(["08", "11"], progress=False)
     assert _figures(figures) == EXPECTED
     assert all((figures / name).stat().st_size > 20_000 for name in EXPECTED)
+
+
+def test_original_file_names_without_colons_are_read(upstream_fig8, tmp_path):
+    # Where ':' cannot be in a file name (Windows), `ner fetch` writes "Type_ ..."; the reader takes both.
+    from ner.reference.maze import original_runs
+
+    for ids in ("13", "18"):
+        path = upstream_fig8 / f"Type: curve-straight=[{ids}]_parameters_5000itr_lr0.0001.npz"
+        (tmp_path / path.name.replace("Type:", "Type_")).symlink_to(path)
+    runs = original_runs(tmp_path, "ner")
+    assert sorted(runs) == ["straight-curve_13", "straight-curve_18"]
+    assert set(np.unique(runs["straight-curve_13"].condition["test"])) == {13}
+
+
+def test_fetched_results_draw_the_figures_without_any_setting(upstream_fig8, tmp_path, monkeypatch):
+    """`ner fetch --mc-maze-results` (from a local mirror of the upstream tree) into the default folder;
+    the notebooks then draw the original's latents, saying so, with no environment variable naming them."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    from test_fetch import Mirror
+
+    from ner.data.download import MC_MAZE_PREFIX, mc_maze_results_dir, missing_mc_maze_results
+
+    served = tmp_path / "mirror" / MC_MAZE_PREFIX
+    for path in upstream_fig8.rglob("*.npz"):
+        (served / path.relative_to(upstream_fig8)).parent.mkdir(parents=True, exist_ok=True)
+        (served / path.relative_to(upstream_fig8)).symlink_to(path)
+    figures = _point(monkeypatch, tmp_path)
+    mirror = Mirror(tmp_path / "mirror")
+    try:
+        monkeypatch.setenv("NER_FETCH_URL", mirror.url)
+        assert main(FETCH_COMMAND.split()[1:]) == 0
+    finally:
+        mirror.close()
+    folder = mc_maze_results_dir()
+    assert folder == tmp_path / "data" / "mc_maze_results" and missing_mc_maze_results(folder) == []
+
+    runs = load_runs("ner")
+    assert runs.source == ORIGINAL and runs.folder == folder and len(runs.runs) == 8
+    assert load_runs("ner", root=tmp_path / "no_cache").runs == {}  # an explicit cache folder: only caches
+    printed = _printed("08_mc_maze_straight_vs_curved.ipynb")
+    assert "8 NER runs: the original authors' MC_Maze latents, decoded by us" in printed
+    assert _figures(figures) == ["fig08_mc_maze.pdf", "fig08_mc_maze.png"]
+    printed = _printed("11_cebra_mc_maze.ipynb")
+    assert "8 CEBRA runs: the original authors' MC_Maze latents, decoded by us" in printed
+    assert _figures(figures) == EXPECTED
+
+    # One file short (an interrupted fetch): not drawn, the notebook says what to run.
+    next(folder.glob("Supp_Cebra/*.npz")).unlink()
+    assert not load_runs("ner")
+    assert FETCH_COMMAND in _printed("11_cebra_mc_maze.ipynb")
+
+
+def test_the_title_says_whose_latents(upstream_fig8, trained, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setenv(REFERENCE_ENV, str(upstream_fig8))
+    original = load_runs("ner")
+    original = dataclasses.replace(original, runs={"straight-curve_13": original.runs["straight-curve_13"]})
+    fig, _ = draw_figure(original, "Fig 8")
+    assert fig._suptitle.get_text().startswith("Fig 8: the original authors' MC_Maze latents, decoded by us\n")
+    plt.close(fig)
+    monkeypatch.delenv(REFERENCE_ENV)
+    fig, _ = draw_figure(load_runs("ner", root=trained[1]), "Fig 8")
+    assert fig._suptitle.get_text().startswith("Fig 8: this project's MC_Maze latents (ner mc-maze), decoded by us")
+    plt.close(fig)

@@ -1,10 +1,17 @@
-"""Download session files from the public NER repository and verify them against the registry."""
+"""Download files of the public NER repository and verify them against the packaged registries.
+
+Two registries: ``registry.tsv`` (the session files, :func:`fetch`) and ``mc_maze_results.tsv`` (the
+original authors' MC_Maze results, their ``data_NER/Fig8``, :func:`fetch_mc_maze_results`). Both are
+downloaded the same way: raw files of the pinned commit, each checked before it is moved into place.
+"""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import os
+import re
+import urllib.parse
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -13,11 +20,16 @@ import pooch
 
 from ner.atomic import atomic_write
 
-from .sessions import FILE_SUFFIX, resolve_data_dir
+from .sessions import DATA_DIR_ENV, FILE_SUFFIX, resolve_data_dir
 
 UPSTREAM_COMMIT = "c8bdb72f25e9a4b90bdd2544f5e18654a73ee93a"
 DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/NeuroscienceAI/NER/{UPSTREAM_COMMIT}/"
 BASE_URL_ENV = "NER_FETCH_URL"
+MC_MAZE_PREFIX = "data_NER/Fig8/"  # where the MC_Maze results lie in the upstream repository
+MC_MAZE_FOLDER = "mc_maze_results"  # their folder under the data directory
+# The checkout ner is installed from (pip install -e .): its data/ is the default data directory of the notebooks.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+_HEADER = ["path", "git_blob_sha1", "sha256", "size"]
 
 
 class RegistryEntry(NamedTuple):
@@ -37,16 +49,30 @@ class RegistryEntry(NamedTuple):
         return self.filename[: -len(FILE_SUFFIX)]
 
 
+def _read_registry(filename: str) -> list[RegistryEntry]:
+    text = resources.files(__package__).joinpath(filename).read_text(encoding="utf-8")
+    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+    header, body = rows[0], rows[1:]
+    if header != _HEADER:
+        raise ValueError(f"{filename} has an unexpected header {header}; reinstall the package")
+    return [RegistryEntry(path, blob, sha or None, int(size) if size else None) for path, blob, sha, size in body]
+
+
 @functools.lru_cache(maxsize=1)
 def registry() -> dict[str, RegistryEntry]:
     """Session name -> registry entry, read from the packaged registry.tsv."""
-    text = resources.files(__package__).joinpath("registry.tsv").read_text(encoding="utf-8")
-    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
-    header, body = rows[0], rows[1:]
-    if header != ["path", "git_blob_sha1", "sha256", "size"]:
-        raise ValueError(f"registry.tsv has an unexpected header {header}; reinstall the package")
-    entries = (RegistryEntry(path, blob, sha or None, int(size) if size else None) for path, blob, sha, size in body)
-    return {entry.name: entry for entry in entries}
+    return {entry.name: entry for entry in _read_registry("registry.tsv")}
+
+
+@functools.lru_cache(maxsize=1)
+def mc_maze_registry() -> dict[str, RegistryEntry]:
+    """The original's MC_Maze result files: path under their ``Fig8`` folder -> registry entry."""
+    entries = {}
+    for entry in _read_registry("mc_maze_results.tsv"):
+        if not entry.path.startswith(MC_MAZE_PREFIX) or entry.sha256 is None or entry.size is None:
+            raise ValueError(f"mc_maze_results.tsv: bad entry {entry.path}; reinstall the package")
+        entries[entry.path[len(MC_MAZE_PREFIX):]] = entry
+    return entries
 
 
 def session_names() -> list[str]:
@@ -109,7 +135,7 @@ def fetch(
             f"unknown session(s) {', '.join(unknown)}; sessions that can be fetched: {', '.join(sorted(known))}"
         )
     folder = resolve_data_dir(dest)
-    root = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/") + "/"
+    root = _root(base_url)
     downloader = pooch.HTTPDownloader(progressbar=progress)
     paths = []
     for name in names:
@@ -119,9 +145,76 @@ def fetch(
             target.unlink()  # known bad: never leave it under the real name
         if not target.is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            _download(downloader, root + entry.path, entry, target)
+            _download(downloader, _url(root, entry), entry, target)
         paths.append(target)
     return paths
+
+
+def _root(base_url: str | None) -> str:
+    return (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/") + "/"
+
+
+def _url(root: str, entry: RegistryEntry) -> str:
+    # Upstream names hold spaces, ':', '[' and ',': percent-encoded, as a URL path must be.
+    return root + urllib.parse.quote(entry.path, safe="/")
+
+
+def mc_maze_results_dir() -> Path:
+    """Where :func:`fetch_mc_maze_results` puts the original's MC_Maze results, and where figures 8 and
+    11 look for them: ``$NER_DATA_DIR/mc_maze_results``, else ``data/mc_maze_results`` of the checkout.
+
+    Absolute (not ``./data``), so that ``ner fetch`` in the repository and the notebooks, which run in
+    ``notebooks/``, name the same folder.
+    """
+    value = os.environ.get(DATA_DIR_ENV)
+    return (Path(value) if value else _CHECKOUT / "data") / MC_MAZE_FOLDER
+
+
+# Characters Windows does not allow in file names (the upstream names hold ':').
+_NOT_ON_WINDOWS = re.compile(r'[<>:"|?*]')
+
+
+def local_name(relative: str) -> str:
+    """The path a result file gets on this machine: the upstream one, with ':' and the like replaced by
+    '_' on Windows."""
+    return _NOT_ON_WINDOWS.sub("_", relative) if os.name == "nt" else relative
+
+
+def missing_mc_maze_results(folder: str | os.PathLike | None = None) -> list[str]:
+    """The result files not (or not at their registered size) in ``folder`` (default
+    :func:`mc_maze_results_dir`): empty once :func:`fetch_mc_maze_results` has finished there."""
+    folder = Path(folder) if folder is not None else mc_maze_results_dir()
+    missing = []
+    for relative, entry in mc_maze_registry().items():
+        path = folder / local_name(relative)
+        if not path.is_file() or path.stat().st_size != entry.size:
+            missing.append(relative)
+    return missing
+
+
+def fetch_mc_maze_results(
+    dest: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download the original authors' MC_Maze results (their ``data_NER/Fig8``: 16 files, 12 MB) into
+    ``dest`` (default :func:`mc_maze_results_dir`) and return that folder.
+
+    Same verified path as :func:`fetch`: raw files of the pinned commit (``base_url``, else
+    $NER_FETCH_URL, else GitHub), each sha256-checked before it is renamed into place, so an
+    interrupted run leaves only whole, verified files and a rerun fetches just the rest; a file already
+    there that passes the check is kept, one that fails is replaced. A mismatch raises ValueError.
+    """
+    folder = Path(dest) if dest is not None else mc_maze_results_dir()
+    root = _root(base_url)
+    downloader = pooch.HTTPDownloader(progressbar=progress)
+    for relative, entry in mc_maze_registry().items():
+        target = folder / local_name(relative)
+        if target.is_file() and _checksum_mismatch(entry, target) is not None:
+            target.unlink()
+        if not target.is_file():
+            _download(downloader, _url(root, entry), entry, target)
+    return folder
 
 
 def _download(downloader, url: str, entry: RegistryEntry, target: Path) -> None:

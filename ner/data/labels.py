@@ -71,6 +71,8 @@ class LabelLayout:
             raise ValueError(f"the label layout names column(s) {outside}, but y has {n_columns} column(s)")
 
 
+#: The paper's labels ``[vx*10, vy*10, angle]``: three columns, the angle (column 2) circular with period
+#: 360, positives searched on the two velocities. The default of :class:`ner.NER <ner.model.estimator.NER>`.
 PAPER_LAYOUT = LabelLayout(n_columns=3, circular=((2, 360.0),), search=(0, 1))
 
 
@@ -88,7 +90,7 @@ def direction_offsets(labels, trial_length: int) -> np.ndarray:
     wrapped to [-180, 180).
 
     The measured direction is that of the trial's net displacement (its summed velocity). Near 0 for a
-    session whose labels are the reach; Mihili_20140218's are about -45 (:func:`ner.data.load_session`).
+    session whose labels are the reach; Mihili_20140218's are about -45 (:func:`ner.data.load_session <ner.data.sessions.load_session>`).
 
     >>> labels = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])   # moving at 45 degrees, labelled 0
     >>> direction_offsets(labels, trial_length=2).tolist()
@@ -149,7 +151,15 @@ def check_trial_length(trial_length) -> int:
 
 
 def check_trials(n_bins: int, trial_length, name: str = "data") -> int:
-    """The number of whole trials in ``n_bins`` bins, or a ValueError if they are not whole trials."""
+    """The number of whole trials in ``n_bins`` bins, or a ValueError if they are not whole trials.
+
+    >>> check_trials(120, trial_length=40)
+    3
+    >>> check_trials(100, trial_length=40)
+    Traceback (most recent call last):
+        ...
+    ValueError: trial_length=40 does not divide the 100 data bins; the data must be whole trials placed back to back
+    """
     trial_length = check_trial_length(trial_length)
     if n_bins % trial_length:
         raise ValueError(f"trial_length={trial_length} does not divide the {n_bins} {name} bins; "

@@ -1,10 +1,15 @@
 """MC_Maze (DANDI 000128, monkey Jenkins maze reaching) from its NWB file, as a Session.
 
-The layout assumed is the Neural Latents Benchmark one: a ``units`` table with ``spike_times`` (areas from
-the units' electrode groups), a ``trials`` table with ``move_onset_time``, ``target_pos``, ``active_target``
-and the condition columns ``trial_type``, ``trial_version`` and ``maze_id``, and the hand velocity as a
-TimeSeries ``hand_vel`` in ``processing/behavior`` (or in ``acquisition``). ``pynwb`` is the optional
-extra ``neural-embeddings-rank[nwb]``.
+The layout read is DANDI 000128's, the one the Neural Latents Benchmark's ``nlb_tools`` reads: a ``units``
+table with ``spike_times`` (its ``obs_intervals`` and ``heldout`` columns are not needed; areas come from
+the units' own columns or their electrodes' locations and groups); a ``trials`` table with ``start_time``,
+``stop_time`` (nlb_tools calls it ``end_time``), ``move_onset_time``, ``success``, the ragged
+``target_pos`` (x, y of every target shown) with ``active_target`` (which one was reached), and the
+condition columns ``trial_type``, ``trial_version`` and ``maze_id`` (others, such as ``barrier_pos``
+or ``split``, are ignored); and the hand velocity as a TimeSeries ``hand_vel`` in
+``processing/behavior`` (or in ``acquisition``) beside ``hand_pos``, ``cursor_pos`` and ``eye_pos``,
+sampled at a rate or at timestamps that may leave the gaps between trials out. ``pynwb`` is the
+optional extra ``neural-embeddings-rank[nwb]``.
 """
 
 from __future__ import annotations
@@ -193,7 +198,9 @@ def load_mc_maze(
         velocity = np.asarray(velocity_series.data[:], dtype=np.float64)
         if velocity.ndim != 2 or velocity.shape[1] < 2:
             raise ValueError(f"{velocity_name} must be samples x (vx, vy), got shape {velocity.shape}")
-        velocity = velocity[:, :2] * scale
+        # NWB stores data * conversion + offset in ``unit``; both are 1 and 0 unless the writer said otherwise.
+        in_unit = velocity[:, :2] * float(velocity_series.conversion) + float(getattr(velocity_series, "offset", 0.0))
+        velocity = in_unit * scale
         if velocity_series.timestamps is not None:
             times = np.asarray(velocity_series.timestamps[:], dtype=np.float64)
         else:

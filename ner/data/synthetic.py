@@ -32,6 +32,14 @@ def synthetic_session(n_trials: int = 160, n_neurons: int = 60, trial_length: in
     Rates are baseline + gain * speed * cos(direction - preferred direction), leading the movement by
     ``LEAD_BINS``; counts are Poisson in 30 ms bins, then Gaussian-smoothed (sd 1.5 bins) within trials.
     Deterministic for a given seed.
+
+    >>> session = synthetic_session(n_trials=10, n_neurons=5, trial_length=20)
+    >>> session.neural.shape, session.labels.shape          # bins x units, bins x [vx*10, vy*10, angle]
+    ((200, 5), (200, 3))
+    >>> session.train.n_trials, session.test.n_trials        # the chronological 80/20 split
+    (8, 2)
+    >>> sorted(set(session.angle.tolist()))[:3]
+    [0.0, 45.0, 90.0]
     """
     if n_trials < 1 or n_neurons < 1 or trial_length < 10:
         raise ValueError(

@@ -49,6 +49,18 @@ class LabelDistance:
 
     ``circular`` maps a column index to its period; the distance along such a
     column is the shorter way round (e.g. reach angle in degrees, period 360).
+
+    Examples
+    --------
+    With the paper's labels ``[vx, vy, angle]``, 350 and 10 degrees are 20 apart:
+
+    >>> import torch
+    >>> a = torch.tensor([[0.0, 0.0, 350.0]])
+    >>> b = torch.tensor([[1.0, -2.0, 10.0], [0.0, 0.0, 350.0]])
+    >>> LabelDistance()(a, b)
+    tensor([[23.,  0.]])
+    >>> LabelDistance(circular=())(a, b)     # every column linear: the long way round
+    tensor([[343.,   0.]])
     """
 
     circular: tuple[tuple[int, float], ...] = ((2, 360.0),)
@@ -132,6 +144,22 @@ def rank_loss(features: torch.Tensor, labels: torch.Tensor,
     Row r of ``features`` carries label ``labels[r % m]``. Rows sharing a label
     share its sort, so the paper's setting (positives take their reference's
     label, ``copies=2``) sorts an m x m matrix instead of a 2m x 2m one.
+
+    Examples
+    --------
+    Features laid out in the order of their labels score a lower loss than the
+    same features in a scrambled order:
+
+    >>> import torch
+    >>> labels = torch.arange(6.0)[:, None]          # one linear label column
+    >>> line = LabelDistance(circular=())
+    >>> ordered = rank_loss(labels.clone(), labels, label_distance=line)
+    >>> scrambled = rank_loss(labels[[3, 0, 5, 1, 4, 2]], labels, label_distance=line)
+    >>> bool(ordered < scrambled)
+    True
+    >>> rank_loss(torch.cat([labels, labels]), labels, label_distance=line,
+    ...           copies=2).shape                    # a scalar
+    torch.Size([])
     """
     n, m = len(features), len(labels)
     if n != copies * m:

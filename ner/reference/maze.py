@@ -24,7 +24,8 @@ BIN_MS = 5.0  # the original's MC_Maze bins (100 per trial); its files do not sa
 FOLDERS = {"ner": ".", "cebra3d": "Supp_Cebra"}
 
 # "Type: curve-straight=[13, 38, 18]_parameters_5000itr_lr0.0001.npz", possibly with a tag before .npz
-_FILE_NAME = re.compile(r"^Type: (?P<kind>[A-Za-z-]+)=\[(?P<ids>[\d, ]+)\]_parameters_(?P<itr>\d+)itr"
+# ("Type_ ..." where the ':' could not be kept: ner.data.download.local_name on Windows)
+_FILE_NAME = re.compile(r"^Type[:_] (?P<kind>[A-Za-z-]+)=\[(?P<ids>[\d, ]+)\]_parameters_(?P<itr>\d+)itr"
                         r"_lr(?P<lr>[0-9.eE-]+?)(?P<tag>_[A-Za-z0-9]+)?\.npz$")
 _KINDS = {"curve-straight": "straight-curve", "curve-up-down": "up-down", "straight": "straight"}
 

@@ -1,8 +1,10 @@
 """Figures 8 and 11: MC_Maze latents and decoded hand paths per condition selection.
 
-:func:`load_runs` reads this project's MC_Maze caches or, when ``$NER_MC_MAZE_REFERENCE`` names the
-original repository's ``data_NER/Fig8`` folder, the original authors' runs (in memory only);
-:func:`draw_figure` draws Fig 8 (NER) or Fig 11 (CEBRA) from them.
+:func:`load_runs` finds the runs to draw: the original authors' (their repository's ``data_NER/Fig8``)
+where ``$NER_MC_MAZE_REFERENCE`` names such a folder; else this project's caches (``ner mc-maze``);
+else the original authors' again, once ``ner fetch --mc-maze-results`` has put them in
+:func:`ner.data.download.mc_maze_results_dir`. :func:`draw_figure` draws Fig 8 (NER) or Fig 11 (CEBRA)
+from them, decoding every run here, and says in its title whose latents they are.
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
+from ner.data.download import mc_maze_results_dir, missing_mc_maze_results
 from ner.evaluation.maze import MazeRun, RunSet, decode_run
 from ner.methods import display_name
 from ner.reference.maze import FOLDERS, ORIGINAL, original_runs
 from ner.workflow.maze import OURS, cached_runs
 from ner.workflow.store import cache_dir
 
-__all__ = ["FIGURE_GROUPS", "HOW_TO", "REFERENCE_ENV", "load_runs", "draw_figure"]
+__all__ = ["FETCH_COMMAND", "FIGURE_GROUPS", "HOW_TO", "REFERENCE_ENV", "load_runs", "draw_figure", "headline"]
 
 REFERENCE_ENV = "NER_MC_MAZE_REFERENCE"
-HOW_TO = ("No MC_Maze results found. Either point NER_MC_MAZE_REFERENCE at the original repository's "
-          "data_NER/Fig8 folder, or make this project's caches:\n"
+FETCH_COMMAND = "ner fetch --mc-maze-results"
+HOW_TO = ("No MC_Maze results found. To draw the original authors' MC_Maze latents (decoded here), fetch them "
+          "(16 files, 12 MB, checksummed; rerun it to finish an interrupted download), then rerun this notebook:\n"
+          f"    {FETCH_COMMAND}\n"
+          "Or train this project's own on the NWB file of DANDI 000128:\n"
           "    dandi download DANDI:000128\n"
           "    ner mc-maze --nwb 000128/sub-Jenkins/sub-Jenkins_ses-full_desc-train_behavior+ecephys.nwb")
 # Rows of the figure: a title and the selections drawn side by side in it.
@@ -43,23 +49,44 @@ def _ordered(runs: dict) -> dict:
     return dict(sorted(runs.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
 
+def _original(folder: Path, method: str) -> RunSet:
+    if method not in FOLDERS:
+        return RunSet(method, ORIGINAL, folder, {})
+    return RunSet(method, ORIGINAL, folder, _ordered(original_runs(folder, method)))
+
+
 def load_runs(method: str, root=None) -> RunSet:
-    """Every MC_Maze run of ``method``: the original's when ``$NER_MC_MAZE_REFERENCE`` is set (its
-    ``data_NER/Fig8`` folder, read in memory only), else this project's caches under
-    ``<root or ner.workflow.store.cache_dir()>/mc_maze/<method>``. Empty (falsy) when neither has any.
+    """Every MC_Maze run of ``method``, from the first of these that has any:
+
+    1. ``$NER_MC_MAZE_REFERENCE``: a copy of the original repository's ``data_NER/Fig8`` (read in place);
+    2. this project's caches under ``<root or ner.workflow.store.cache_dir()>/mc_maze/<method>``;
+    3. when ``root`` is None, the original's results fetched by ``ner fetch --mc-maze-results`` into
+       :func:`ner.data.download.mc_maze_results_dir` (used once every file is there).
+
+    Empty (falsy) when none has any.
     """
     reference = os.environ.get(REFERENCE_ENV)
     if reference:
         folder = Path(reference)
         if not folder.is_dir():
             raise FileNotFoundError(f"{REFERENCE_ENV}={reference} is not a folder; point it at the original "
-                                    "repository's data_NER/Fig8")
-        if method not in FOLDERS:
-            return RunSet(method, ORIGINAL, folder, {})
-        return RunSet(method, ORIGINAL, folder, _ordered(original_runs(folder, method)))
+                                    f"repository's data_NER/Fig8, or unset it and run `{FETCH_COMMAND}`")
+        return _original(folder, method)
     folder = Path(root or cache_dir()) / "mc_maze" / method
     runs = cached_runs(folder, method)
-    return RunSet(method, OURS if runs else None, folder, _ordered(runs))
+    if runs:
+        return RunSet(method, OURS, folder, _ordered(runs))
+    fetched = mc_maze_results_dir()
+    if root is None and fetched.is_dir() and not missing_mc_maze_results(fetched):
+        return _original(fetched, method)
+    return RunSet(method, None, folder, {})
+
+
+def headline(runset: RunSet) -> str:
+    """Whose latents ``runset`` holds, as the figure's title says it."""
+    if runset.source == ORIGINAL:
+        return "the original authors' MC_Maze latents, decoded by us"
+    return "this project's MC_Maze latents (ner mc-maze), decoded by us"
 
 def _group_keys(run: MazeRun, split: str) -> np.ndarray:
     """Per-trial group: the condition id where known, else the target angle (one per trial)."""
@@ -189,5 +216,5 @@ def draw_figure(runset: RunSet, title: str, compare: RunSet | None = None):
             "held-out test trials (the last 20 % of each selection's trials, in recording order); a linear "
             "decoder fitted on the training trials reads hand velocity from the embedding, position is its "
             "per-trial sum. Colour: condition (its target angle); line style: maze version.")
-    fig.suptitle(title + "\n" + "\n".join(textwrap.wrap(note, 40 * columns)), fontsize=9, y=1.0)
+    fig.suptitle(f"{title}: {headline(runset)}\n" + "\n".join(textwrap.wrap(note, 40 * columns)), fontsize=9, y=1.0)
     return fig, scores
