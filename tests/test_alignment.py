@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import special_ortho_group
 
-from ner.evaluation.alignment import fit_alignment, legacy_alignment, procrustes
+from ner.evaluation.alignment import fit_alignment, procrustes
 from ner.evaluation.trials import trial_averages
 
 T, D = 30, 3
@@ -47,21 +47,6 @@ def test_proper_procrustes_is_best_rotation():
         assert err <= np.linalg.norm(source @ other - target) + 1e-12
 
 
-def test_legacy_candidates_are_per_direction_fits_and_ties_pick_first():
-    source = averages(5)
-    rotation = special_ortho_group.rvs(D, random_state=6)
-    legacy = legacy_alignment(source, rotate(source, rotation))
-    assert legacy.candidates.shape == (8, D, D)
-    for d in range(8):
-        np.testing.assert_allclose(legacy.candidates[d], procrustes(source[d], rotate(source, rotation)[d]))
-    assert legacy.criterion.max() < 1e-12  # every candidate is orthogonal: the criterion is rounding noise
-    assert legacy.pick == int(np.argmin(legacy.criterion)) == legacy.tied[0]
-    # With identical directions all criteria tie exactly: the first direction is taken.
-    same = np.repeat(source[:1], 8, axis=0)
-    tied = legacy_alignment(same, rotate(same, rotation))
-    assert tied.tied == tuple(range(8)) and tied.pick == 0
-
-
 def test_trial_averages_per_direction():
     labels = np.concatenate([np.column_stack([np.zeros((4, 2)), np.full(4, 45.0 * (k % 8))]) for k in range(16)])
     embedding = np.repeat(np.arange(16.0), 4)[:, None]
@@ -76,4 +61,4 @@ def test_bad_input():
     bad = averages()
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        legacy_alignment(bad, averages())
+        fit_alignment(bad, averages())

@@ -49,17 +49,6 @@ def test_rows_are_the_decoder_session():
     assert pos[0, 1] > 0.9 and pos[2, 1] > 0.9
 
 
-def test_legacy_uses_swapped_velocity_r2_and_per_direction_pick():
-    sessions = make_sessions(noise=3.0)
-    legacy = cross_session_matrices(sessions, T, legacy=True)
-    right = cross_session_matrices(sessions, T)
-    assert not np.allclose(np.diag(legacy["velocity_r2"]), np.diag(right["velocity_r2"]), atol=1e-6)
-    np.testing.assert_allclose(np.diag(legacy["position_r2"]), np.diag(right["position_r2"]))
-    for alignment in legacy["alignments"].values():
-        assert alignment.candidates.shape == (8, 3, 3)
-        np.testing.assert_array_equal(alignment.rotation, alignment.candidates[alignment.pick])
-
-
 def test_knn_matrices():
     result = cross_session_matrices(make_sessions(), T, method="knn", knn_grid=(1, 5), cv=3)
     assert np.all(result["position_r2"] > 0.8)

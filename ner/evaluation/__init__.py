@@ -1,6 +1,6 @@
 """Scoring embeddings: trial averages, decoding, cross-session alignment and matrices, statistics."""
 
-from ner.evaluation.alignment import Alignment, LegacyAlignment, fit_alignment, legacy_alignment, procrustes
+from ner.evaluation.alignment import Alignment, fit_alignment, procrustes
 from ner.evaluation.cross_session import SplitEmbedding, cross_session_matrices, pair_alignment, session_averages
 from ner.evaluation.decoding import SCORES, TrialDecoder, decode_session, score_trials, trial_positions
 from ner.evaluation.statistics import compare_methods, friedman, off_diagonal, paired_ttest, repeated_measures_anova
@@ -8,7 +8,6 @@ from ner.evaluation.trials import direction_angles, trial_averages
 
 __all__ = [
     "Alignment",
-    "LegacyAlignment",
     "SCORES",
     "SplitEmbedding",
     "TrialDecoder",
@@ -18,7 +17,6 @@ __all__ = [
     "direction_angles",
     "fit_alignment",
     "friedman",
-    "legacy_alignment",
     "off_diagonal",
     "paired_ttest",
     "pair_alignment",

@@ -3,22 +3,22 @@
 Both sessions are summarised by per-direction trial averages
 (:func:`ner.evaluation.trials.trial_averages`, shape ``(8, trial_length, dims)``). The default fit
 stacks all 8 directions into one ``(8 * trial_length, dims)`` matrix per session and solves a single
-Procrustes problem, which is deterministic and uses every direction. :func:`legacy_alignment` reproduces the original
-analysis instead: one Procrustes matrix per direction, the one picked whose
-``|abs(det) - 1|`` is smallest. That criterion is zero up to rounding for every orthogonal
-matrix, so its pick is decided by floating-point noise.
+Procrustes problem, which is deterministic and uses every direction. The original analysis fitted one
+Procrustes matrix per direction and picked one by ``|abs(det) - 1|``, which is zero up to rounding for
+every orthogonal matrix: its faithful port, with the range of what that noise can select, is
+:func:`ner.reference.legacy.rotation_pick`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import orthogonal_procrustes
 
 from ner.data.labels import N_DIRECTIONS, check_samples
 
-__all__ = ["Alignment", "LegacyAlignment", "procrustes", "fit_alignment", "legacy_alignment"]
+__all__ = ["Alignment", "procrustes", "fit_alignment"]
 
 
 def _check_averages(averages, name):
@@ -63,20 +63,6 @@ class Alignment:
         return (embedding - self.source_mean) @ self.rotation + self.anchor_mean
 
 
-@dataclass
-class LegacyAlignment(Alignment):
-    """The original per-direction pick, with every candidate kept for inspection.
-
-    ``tied`` lists the directions whose criterion equals the minimum exactly; ``np.argmin``
-    takes the first of them.
-    """
-
-    candidates: np.ndarray = field(default=None)
-    criterion: np.ndarray = field(default=None)
-    pick: int = 0
-    tied: tuple = ()
-
-
 def fit_alignment(source_averages, anchor_averages, center=True, allow_reflection=True) -> Alignment:
     """One Procrustes fit on all 8 directions stacked (the corrected default).
 
@@ -94,28 +80,3 @@ def fit_alignment(source_averages, anchor_averages, center=True, allow_reflectio
     anchor_mean = anchor.mean(axis=0) if center else np.zeros(dims)
     rotation = procrustes(source - source_mean, anchor - anchor_mean, allow_reflection=allow_reflection)
     return Alignment(rotation, source_mean, anchor_mean)
-
-
-def legacy_alignment(source_averages, anchor_averages) -> LegacyAlignment:
-    """The original rule: 8 per-direction Procrustes matrices, pick argmin ``|abs(det) - 1|``.
-
-    The original fed it averages over all trials (train and test) of both sessions, so test
-    trials informed the map; to reproduce it, pass such averages. No centering, reflections allowed.
-    """
-    source = _check_averages(source_averages, "source_averages")
-    anchor = _check_averages(anchor_averages, "anchor_averages")
-    if source.shape != anchor.shape:
-        raise ValueError(f"source averages {source.shape} and anchor averages {anchor.shape} differ in shape.")
-    candidates = np.stack([procrustes(source[d], anchor[d]) for d in range(N_DIRECTIONS)])
-    criterion = np.abs(np.abs(np.linalg.det(candidates)) - 1.0)
-    pick = int(np.argmin(criterion))
-    dims = source.shape[2]
-    return LegacyAlignment(
-        rotation=candidates[pick],
-        source_mean=np.zeros(dims),
-        anchor_mean=np.zeros(dims),
-        candidates=candidates,
-        criterion=criterion,
-        pick=pick,
-        tied=tuple(int(i) for i in np.flatnonzero(criterion == criterion[pick])),
-    )

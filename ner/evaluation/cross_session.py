@@ -4,10 +4,10 @@ Entry ``[i, j]`` scores the decoder trained on session ``i`` (its training split
 split of session ``j``, after aligning ``j``'s embedding onto ``i``'s. The diagonal is the
 same-session held-out test, with no alignment.
 
-Corrected mode (default): the alignment is :func:`~ner.evaluation.alignment.fit_alignment` on
-training-trial averages of both sessions, and R^2 is ``r2_score(truth, prediction)``.
-Legacy mode reproduces the original: :func:`~ner.evaluation.alignment.legacy_alignment` on
-averages over all trials (train and test) of both sessions, and swapped velocity R^2.
+The alignment is :func:`~ner.evaluation.alignment.fit_alignment` on training-trial averages of both
+sessions, and R^2 is ``r2_score(truth, prediction)`` (the corrected protocol). The original's protocol
+(per-direction rotations picked by rounding noise, fitted on all trials, swapped velocity R^2) is
+:func:`ner.reference.legacy.legacy_cross_session`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ner.data.labels import check_paired
-from ner.evaluation.alignment import fit_alignment, legacy_alignment
+from ner.evaluation.alignment import fit_alignment
 from ner.evaluation.decoding import DEFAULT_KNN_GRID, SCORES, TrialDecoder, score_trials
 from ner.evaluation.trials import trial_averages
 
@@ -34,26 +34,19 @@ class SplitEmbedding:
     test_labels: np.ndarray
 
 
-def session_averages(session: SplitEmbedding, trial_length, legacy=False) -> np.ndarray:
-    """Per-direction trial averages used for alignment: training trials, or all trials in legacy."""
-    if legacy:
-        embedding = np.concatenate([session.train_embedding, session.test_embedding])
-        labels = np.concatenate([session.train_labels, session.test_labels])
-        return trial_averages(embedding, labels, trial_length)
+def session_averages(session: SplitEmbedding, trial_length) -> np.ndarray:
+    """Per-direction averages of the training trials: what the alignment is fitted on."""
     return trial_averages(session.train_embedding, session.train_labels, trial_length)
 
 
-def pair_alignment(source_averages, anchor_averages, legacy=False):
+def pair_alignment(source_averages, anchor_averages):
     """The map from a tested session onto the training session's space."""
-    if legacy:
-        return legacy_alignment(source_averages, anchor_averages)
     return fit_alignment(source_averages, anchor_averages)
 
 
 def cross_session_matrices(
     sessions: dict,
     trial_length,
-    legacy=False,
     method="linear",
     knn_grid=DEFAULT_KNN_GRID,
     cv=5,
@@ -66,7 +59,7 @@ def cross_session_matrices(
 
     Returns ``names``, ``velocity_r2``, ``position_r2``, ``peak_accuracy`` (n x n; accuracy as a
     fraction), ``accuracy_per_bin`` (n x n x trial_length) and ``alignments`` (dict
-    ``(train_name, test_name) -> Alignment``; legacy ones carry their candidates and pick).
+    ``(train_name, test_name) -> Alignment``).
     """
     if len(sessions) < 1:
         raise ValueError("cross_session_matrices needs at least one session.")
@@ -78,7 +71,7 @@ def cross_session_matrices(
     if len(dims) > 1:
         raise ValueError(f"all sessions must share one embedding dimension, got {sorted(dims)}.")
 
-    averages = {name: session_averages(s, trial_length, legacy) for name, s in sessions.items()}
+    averages = {name: session_averages(s, trial_length) for name, s in sessions.items()}
     n = len(names)
     result = {m: np.full((n, n), np.nan) for m in SCORES}
     result["accuracy_per_bin"] = np.full((n, n, int(trial_length)), np.nan)
@@ -94,12 +87,12 @@ def cross_session_matrices(
             test = sessions[test_name]
             embedding = test.test_embedding
             if i != j:
-                alignment = pair_alignment(averages[test_name], averages[train_name], legacy)
+                alignment = pair_alignment(averages[test_name], averages[train_name])
                 alignments[(train_name, test_name)] = alignment
                 embedding = alignment.transform(embedding)
-            scores = score_trials(decoder, embedding, test.test_labels, trial_length, swap_velocity_r2=legacy)
+            scores = score_trials(decoder, embedding, test.test_labels, trial_length)
             for m in SCORES:
                 result[m][i, j] = scores[m]
             result["accuracy_per_bin"][i, j] = scores["accuracy_per_bin"]
-    result.update(names=names, alignments=alignments, legacy=bool(legacy), method=method)
+    result.update(names=names, alignments=alignments, method=method)
     return result
