@@ -51,26 +51,33 @@ def _sessions(args) -> int:
 def _fetch(args) -> int:
     from ner.data import fetch
 
-    if args.mc_maze_results:
-        return _fetch_mc_maze_results(args)
+    if args.paper_results:
+        return _fetch_paper_results(args)
     paths = fetch(args.names or None, dest=args.dest, base_url=args.base_url)
     for path in paths:
         print(path)
     return 0
 
 
-def _fetch_mc_maze_results(args) -> int:
-    from ner.data.download import fetch_mc_maze_results, mc_maze_registry, mc_maze_results_dir
+def _fetch_paper_results(args) -> int:
+    from ner.data.download import (
+        fetch_paper_results,
+        fetched_results_dir,
+        paper_results_registry,
+    )
 
     if args.names:
-        raise ValueError(f"--mc-maze-results fetches every MC_Maze result file; drop {' '.join(args.names)}")
-    folder = fetch_mc_maze_results(dest=args.dest, base_url=args.base_url)
-    print(f"{len(mc_maze_registry())} MC_Maze result files of the original authors, verified, in {folder}")
-    if folder.resolve() == mc_maze_results_dir().resolve():
-        print("`ner figures --only 08 11` draws figures 8 and 11 from them")
+        raise ValueError(f"--paper-results fetches every stored result file of the paper; drop {' '.join(args.names)}")
+    folder = fetch_paper_results(dest=args.dest, base_url=args.base_url)
+    print(f"{len(paper_results_registry())} stored result files of the paper (its data_NER/Fig4, Fig5, Fig6, Fig8), "
+          f"verified, in {folder}")
+    if folder.resolve() == fetched_results_dir().resolve():
+        print("`ner figures` now draws the paper's numbers beside ours (Figs 4-6, 13, 14) and figures 8 and 11")
+    elif folder.name == fetched_results_dir().name:
+        print(f"the figures look in {fetched_results_dir()}; point them here with NER_REFERENCE_DIR={folder.parent}")
     else:
-        print(f"figures 8 and 11 look in {mc_maze_results_dir()}; point them here with "
-              f"NER_MC_MAZE_REFERENCE={folder}")
+        print(f"the figures look in {fetched_results_dir()}, or in $NER_REFERENCE_DIR/{fetched_results_dir().name}: "
+              f"rename {folder} to <folder>/{fetched_results_dir().name} and set NER_REFERENCE_DIR=<folder>")
     return 0
 
 
@@ -186,14 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.set_defaults(run=_sessions)
 
     fetch = commands.add_parser(
-        "fetch", help="download session files (or, with --mc-maze-results, the original authors' MC_Maze "
-        "results) from the public NER repository, checksummed")
+        "fetch", help="download session files (or, with --paper-results, the paper's stored results) from "
+        "the public NER repository, checksummed")
     fetch.add_argument("names", nargs="*", help="session names (default: all)")
-    fetch.add_argument("--mc-maze-results", action="store_true",
-                       help="instead: the original authors' MC_Maze results (their data_NER/Fig8, 12 MB), "
-                       "which figures 8 and 11 draw; into $NER_DATA_DIR/mc_maze_results, else the "
-                       "checkout's data/mc_maze_results")
-    fetch.add_argument("--dest", help="default: $NER_DATA_DIR, else ./data (sessions); see --mc-maze-results")
+    fetch.add_argument("--paper-results", action="store_true",
+                       help="instead: the paper's stored results (the original authors' data_NER/Fig4, Fig5, "
+                       "Fig6 and Fig8, 12 MB), which the figures show beside ours and figures 8 and 11 decode; "
+                       "into $NER_DATA_DIR/upstream_data_NER, else the checkout's data/upstream_data_NER")
+    fetch.add_argument("--dest", help="default: $NER_DATA_DIR, else ./data (sessions); see --paper-results")
     fetch.add_argument("--base-url", help="mirror of the repository's raw files (default: $NER_FETCH_URL, "
                        "else GitHub at the pinned commit)")
     fetch.set_defaults(run=_fetch)

@@ -269,27 +269,28 @@ def test_missing_fetchable_session_uses_current_registry(synthetic, tmp_path):
         load_session("Chewie_20161007", data_dir=tmp_path)  # no longer fetchable once the registry is replaced
 
 
-# --- the original authors' MC_Maze results (data_NER/Fig8) ----------------------------------------------------
+# --- the paper's stored results (data_NER/Fig4, Fig5, Fig6, Fig8) --------------------------------------------
 
-# Names shaped like the upstream ones: spaces, ':', '[', ',' and a subfolder, so that the URL quoting is exercised.
-RESULT_FILES = ["Type: curve-straight=[13, 38]_parameters_5000itr_lr0.0001.npz",
-                "Supp_Cebra/Type: curve-straight=[13, 38]_parameters_5000itr_lr0.0001.npz",
-                "Supp_Cebra/Type: curve-up-down=[37, 1]_parameters_5000itr_lr0.0001.npz"]
+# Paths under data_NER: a Fig 4 table, and names shaped like the upstream Fig8 ones (spaces, ':', '[', ',' and a
+# subfolder), so that the URL quoting is exercised.
+RESULT_FILES = ["Fig4/NPZ_M1/NER_Chewie2016.npz",
+                "Fig8/Type: curve-straight=[13, 38]_parameters_5000itr_lr0.0001.npz",
+                "Fig8/Supp_Cebra/Type: curve-up-down=[37, 1]_parameters_5000itr_lr0.0001.npz"]
 
 
 @pytest.fixture
 def results_mirror(tmp_path, monkeypatch):
-    """A mirror serving three small result files under data_NER/Fig8/, and mc_maze_registry() describing them."""
+    """A mirror serving three small result files under data_NER/, and paper_results_registry() describing them."""
     root = tmp_path / "mirror"
     entries = {}
     for seed, relative in enumerate(RESULT_FILES):
-        served = root / fetch_module.MC_MAZE_PREFIX / relative
+        served = root / fetch_module.PAPER_RESULTS_PREFIX / relative
         served.parent.mkdir(parents=True, exist_ok=True)
         np.savez(served, cebra_veldir_train=np.random.default_rng(seed).normal(size=(200, 3)))
         entries[relative] = fetch_module.RegistryEntry(
-            path=fetch_module.MC_MAZE_PREFIX + relative, git_blob_sha1=fetch_module.git_blob_sha1(served),
+            path=fetch_module.PAPER_RESULTS_PREFIX + relative, git_blob_sha1=fetch_module.git_blob_sha1(served),
             sha256=sha256_of(served), size=served.stat().st_size)
-    monkeypatch.setattr(fetch_module, "mc_maze_registry", lambda: dict(entries))
+    monkeypatch.setattr(fetch_module, "paper_results_registry", lambda: dict(entries))
     served = Mirror(root)
     served.file = lambda relative: root / entries[relative].path
     yield served
@@ -300,41 +301,46 @@ def _tree(folder):
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
 
-def test_packaged_results_registry_lists_fig8():
-    entries = fetch_module.mc_maze_registry()
-    assert len(entries) == 16 and sum(entry.size for entry in entries.values()) == 11_699_904
-    assert sum(relative.startswith("Supp_Cebra/") for relative in entries) == 8
+def test_packaged_results_registry_lists_figs_4_5_6_and_8():
+    entries = fetch_module.paper_results_registry()
+    counts = {fig: sum(relative.startswith(fig + "/") for relative in entries) for fig in ("Fig4", "Fig5", "Fig6", "Fig8")}
+    assert counts == {"Fig4": 25, "Fig5": 6, "Fig6": 3, "Fig8": 16} and len(entries) == 50
+    fig8 = [entry.size for relative, entry in entries.items() if relative.startswith("Fig8/")]
+    assert sum(fig8) == 11_699_904
+    assert sum(relative.startswith("Fig8/Supp_Cebra/") for relative in entries) == 8
+    assert "Fig4/NPZ_M1/NER_Chewie2015.npz" in entries and "Fig5/NER_Chewie_kNN.npz" in entries
     for relative, entry in entries.items():
-        assert entry.path == "data_NER/Fig8/" + relative and relative.endswith(".npz")
+        assert entry.path == "data_NER/" + relative and relative.endswith(".npz")
         assert len(entry.sha256) == 64 and len(entry.git_blob_sha1) == 40
 
 
 def test_packaged_results_registry_matches_the_reference_copy(reference_dir):
-    folder = reference_dir / "upstream_data_NER" / "Fig8"
-    entries = fetch_module.mc_maze_registry()
-    assert _tree(folder) == sorted(entries)
+    folder = reference_dir / "upstream_data_NER"
+    entries = fetch_module.paper_results_registry()
+    assert [path for path in _tree(folder) if path.split("/")[0] in ("Fig4", "Fig5", "Fig6", "Fig8")] == sorted(entries)
     for relative, entry in entries.items():
         path = folder / relative
         assert path.stat().st_size == entry.size
         assert fetch_module.sha256(path) == entry.sha256
         assert fetch_module.git_blob_sha1(path) == entry.git_blob_sha1
-    assert fetch_module.missing_mc_maze_results(folder) == []
+    assert fetch_module.missing_paper_results(folder) == []
 
 
 def test_results_download_verify_and_do_not_repeat(results_mirror, tmp_path):
     dest = tmp_path / "results"
-    assert fetch_module.missing_mc_maze_results(dest) == RESULT_FILES
-    assert fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False) == dest
+    assert fetch_module.missing_paper_results(dest) == RESULT_FILES
+    assert fetch_module.fetch_paper_results(dest, base_url=results_mirror.url, progress=False) == dest
     assert _tree(dest) == sorted(RESULT_FILES)  # the upstream layout, and no partial file left
     for relative in RESULT_FILES:
         assert (dest / relative).read_bytes() == results_mirror.file(relative).read_bytes()
     # the requests were percent-encoded (the server decodes them back to the names above)
     assert len(results_mirror.requests) == 3
-    assert all("%20" in request and "%3A" in request and " " not in request for request in results_mirror.requests)
-    assert fetch_module.missing_mc_maze_results(dest) == []
+    assert all(" " not in request for request in results_mirror.requests)
+    assert all("%20" in request and "%3A" in request for request in results_mirror.requests if "Fig8" in request)
+    assert fetch_module.missing_paper_results(dest) == []
 
     mtimes = {relative: (dest / relative).stat().st_mtime_ns for relative in RESULT_FILES}
-    fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
+    fetch_module.fetch_paper_results(dest, base_url=results_mirror.url, progress=False)
     assert len(results_mirror.requests) == 3  # verified files are kept as they are
     assert {relative: (dest / relative).stat().st_mtime_ns for relative in RESULT_FILES} == mtimes
 
@@ -345,12 +351,12 @@ def test_corrupt_result_is_refused_and_removed(results_mirror, tmp_path):
     content = bytearray(served.read_bytes())
     content[len(content) // 2] ^= 0xFF
     served.write_bytes(bytes(content))
-    entry = fetch_module.mc_maze_registry()[RESULT_FILES[1]]
+    entry = fetch_module.paper_results_registry()[RESULT_FILES[1]]
     with pytest.raises(ValueError, match=f"checksum mismatch for .*sha256 expected {entry.sha256}"):
-        fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
+        fetch_module.fetch_paper_results(dest, base_url=results_mirror.url, progress=False)
     # the file before it was kept; the bad one left nothing behind, neither its name nor a .part file
     assert _tree(dest) == [RESULT_FILES[0]]
-    assert fetch_module.missing_mc_maze_results(dest) == RESULT_FILES[1:]
+    assert fetch_module.missing_paper_results(dest) == RESULT_FILES[1:]
 
 
 def test_interrupted_results_download_resumes(results_mirror, tmp_path):
@@ -359,21 +365,21 @@ def test_interrupted_results_download_resumes(results_mirror, tmp_path):
     kept = missing.read_bytes()
     missing.unlink()
     with pytest.raises(OSError, match="could not download .*404.*NER_FETCH_URL"):
-        fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
+        fetch_module.fetch_paper_results(dest, base_url=results_mirror.url, progress=False)
     assert _tree(dest) == sorted(RESULT_FILES[:2])
     missing.write_bytes(kept)
     results_mirror.requests.clear()
-    fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
-    assert len(results_mirror.requests) == 1 and fetch_module.missing_mc_maze_results(dest) == []
+    fetch_module.fetch_paper_results(dest, base_url=results_mirror.url, progress=False)
+    assert len(results_mirror.requests) == 1 and fetch_module.missing_paper_results(dest) == []
 
 
 def test_damaged_local_result_is_downloaded_again(results_mirror, tmp_path):
     dest = tmp_path / "results"
-    fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
+    fetch_module.fetch_paper_results(dest, base_url=results_mirror.url, progress=False)
     good = (dest / RESULT_FILES[0]).read_bytes()
     (dest / RESULT_FILES[0]).write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, one bit off
     results_mirror.requests.clear()
-    fetch_module.fetch_mc_maze_results(dest, base_url=results_mirror.url, progress=False)
+    fetch_module.fetch_paper_results(dest, base_url=results_mirror.url, progress=False)
     assert (dest / RESULT_FILES[0]).read_bytes() == good and len(results_mirror.requests) == 1
 
 
@@ -382,21 +388,42 @@ def test_results_default_folder_and_cli(results_mirror, tmp_path, monkeypatch, c
 
     monkeypatch.setenv("NER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("NER_FETCH_URL", results_mirror.url)
-    assert fetch_module.mc_maze_results_dir() == tmp_path / "data" / "mc_maze_results"
-    assert main(["fetch", "--mc-maze-results"]) == 0
+    monkeypatch.delenv("NER_REFERENCE_DIR", raising=False)
+    fetched = tmp_path / "data" / "upstream_data_NER"
+    assert fetch_module.fetched_results_dir() == fetched
+    assert fetch_module.paper_results_dir() is None
+    assert main(["fetch", "--paper-results"]) == 0
     out = capsys.readouterr().out
-    assert f"3 MC_Maze result files of the original authors, verified, in {tmp_path / 'data' / 'mc_maze_results'}" in out
-    assert "ner figures --only 08 11" in out
-    assert _tree(tmp_path / "data" / "mc_maze_results") == sorted(RESULT_FILES)
+    assert f"3 stored result files of the paper (its data_NER/Fig4, Fig5, Fig6, Fig8), verified, in {fetched}" in out
+    assert "ner figures" in out
+    assert _tree(fetched) == sorted(RESULT_FILES)
+    assert fetch_module.paper_results_dir() == fetched
 
-    assert main(["fetch", "--mc-maze-results", "--dest", str(tmp_path / "elsewhere")]) == 0
-    assert f"NER_MC_MAZE_REFERENCE={tmp_path / 'elsewhere'}" in capsys.readouterr().out
-    assert main(["fetch", "--mc-maze-results", "Chewie_20161007"]) == 2
+    assert main(["fetch", "--paper-results", "--dest", str(tmp_path / "copy" / "upstream_data_NER")]) == 0
+    assert f"NER_REFERENCE_DIR={tmp_path / 'copy'}" in capsys.readouterr().out
+    assert main(["fetch", "--paper-results", "--dest", str(tmp_path / "elsewhere")]) == 0
+    assert "set NER_REFERENCE_DIR=<folder>" in capsys.readouterr().out
+    assert main(["fetch", "--paper-results", "Chewie_20161007"]) == 2
     assert "drop Chewie_20161007" in capsys.readouterr().err
 
     monkeypatch.delenv("NER_DATA_DIR")
-    assert fetch_module.mc_maze_results_dir() == fetch_module._CHECKOUT / "data" / "mc_maze_results"
-    assert fetch_module.mc_maze_results_dir().is_absolute()
+    assert fetch_module.fetched_results_dir() == fetch_module._CHECKOUT / "data" / "upstream_data_NER"
+    assert fetch_module.fetched_results_dir().is_absolute()
+
+
+def test_one_resolver_for_the_papers_results(results_mirror, tmp_path, monkeypatch):
+    monkeypatch.setenv("NER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("NER_REFERENCE_DIR", raising=False)
+    fetched = fetch_module.fetch_paper_results(base_url=results_mirror.url, progress=False)
+    assert fetch_module.paper_results_dir() == fetched
+    (fetched / RESULT_FILES[0]).write_bytes(b"short")  # not at its registered size: not used
+    assert fetch_module.paper_results_dir() is None
+    copy = tmp_path / "reference" / "upstream_data_NER"
+    copy.mkdir(parents=True)
+    monkeypatch.setenv("NER_REFERENCE_DIR", str(copy.parent))  # the variable wins, read in place as it is
+    assert fetch_module.paper_results_dir() == copy
+    monkeypatch.setenv("NER_REFERENCE_DIR", str(tmp_path / "nothing_here"))  # set, but no such folder
+    assert fetch_module.paper_results_dir() is None
 
 
 def test_local_names_on_windows(monkeypatch):

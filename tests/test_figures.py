@@ -3,7 +3,6 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
 
 from ner.viz import figures, plotting
 from ner.data import synthetic_session
@@ -29,42 +28,13 @@ def test_trial_average_puts_directions_first_with_their_angles(session):
     assert np.all(np.diff(angles) > 0)
 
 
-def test_aligned_latents_undo_a_rotation_and_shift(session):
-    rng = np.random.default_rng(0)
-    anchor_train, anchor_test = rng.normal(size=(len(session.train.labels), 3)), rng.normal(size=(len(session.test.labels), 3))
-    # Give the latents direction structure, so that trial averages determine the rotation.
-    anchor_train[:, :2] += session.train.labels[:, :2] / 50
-    anchor_test[:, :2] += session.test.labels[:, :2] / 50
-    rotation, shift = Rotation.from_euler("xyz", [40, -25, 70], degrees=True).as_matrix(), np.array([3.0, -1.0, 2.0])
-    caches = {"anchor": cache_of(anchor_train, anchor_test, session),
-              "moved": cache_of(anchor_train @ rotation + shift, anchor_test @ rotation + shift, session)}
-    latents = figures.aligned_latents(caches, "anchor")
-    before_anchor, after_anchor, _ = latents["anchor"]
-    before_moved, after_moved, _ = latents["moved"]
-    np.testing.assert_allclose(after_anchor, before_anchor, atol=1e-10)
-    assert np.abs(before_moved - before_anchor).max() > 1
-    np.testing.assert_allclose(after_moved, before_anchor, atol=1e-8)
-
-
-def test_short_names_and_clear_errors_for_missing_rows_and_caches(tmp_path):
-    assert figures.short_name("Chewie_20161007_M1") == "C161007 M1"
+def test_clear_errors_for_missing_rows_and_caches(tmp_path):
     table = {"methods": np.array(["ner", "pca"])}
     assert figures.method_rows(table, ["pca", "ner"]) == [1, 0]
     with pytest.raises(KeyError, match="no cebra16d .*ner reproduce --methods cebra16d"):
         figures.method_rows(table, ["ner", "cebra16d"])
     with pytest.raises(FileNotFoundError, match="ner reproduce --methods ner --sessions S_1 --areas M1"):
         figures.embedding("ner", "S_1", "M1", root=tmp_path)
-
-
-def test_cross_session_panels_need_one_axis_each():
-    table = {"methods": np.array(["ner"]), "units": np.array(["A_1_M1", "A_2_M1"]),
-             **{f"linear_{m}": np.full((1, 2, 2), 0.5) for m in ("velocity_r2", "position_r2", "peak_accuracy")}}
-    fig, axes = plt.subplots(1, 3)
-    figures.draw_cross_session(axes, table, "ner", ["A_2_M1", "A_1_M1"])
-    assert axes[1].get_title().startswith("NER, linear: position r2")
-    with pytest.raises(ValueError, match="3 panels .* need as many axes, got 2"):
-        figures.draw_cross_session(axes[:2], table, "ner", ["A_1_M1"])
-    plt.close(fig)
 
 
 def test_accuracy_bands_are_the_standard_error_of_the_mean():

@@ -188,12 +188,13 @@ def _figures(folder):
 
 
 def _point(monkeypatch, tmp_path, cache=None, reference=None):
-    """Figures, caches and the data directory (where `ner fetch --mc-maze-results` puts the original's
-    results) in tmp_path, so that no result of this machine is found by accident."""
+    """Figures, caches and the data directory (where `ner fetch --paper-results` puts the paper's stored
+    results) in tmp_path, and no NER_REFERENCE_DIR, so that no result of this machine is found by accident."""
     figures = tmp_path / "figures"
     monkeypatch.setenv("NER_CACHE_DIR", str(cache or tmp_path / "no_cache"))
     monkeypatch.setenv("NER_FIGURES_DIR", str(figures))
     monkeypatch.setenv("NER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("NER_REFERENCE_DIR", raising=False)
     if reference:
         monkeypatch.setenv(REFERENCE_ENV, str(reference))
     else:
@@ -222,7 +223,7 @@ def test_notebooks_without_results_say_how_to_make_them(tmp_path, monkeypatch):
     assert _figures(figures) == []
     for name in ("08_mc_maze_straight_vs_curved.ipynb", "11_cebra_mc_maze.ipynb"):
         printed = _printed(name)
-        assert f"\n    {FETCH_COMMAND}\n" in printed and FETCH_COMMAND == "ner fetch --mc-maze-results"
+        assert f"\n    {FETCH_COMMAND}\n" in printed and FETCH_COMMAND == "ner fetch --paper-results"
         assert "dandi download DANDI:000128" in printed and "ner mc-maze --nwb" in printed
         assert HOW_TO in printed
 
@@ -263,6 +264,14 @@ def test_loader_reads_the_original_results(upstream_fig8, monkeypatch):
     assert 0.3 < scores["velocity_r2"] <= 1 and 0.3 < scores["position_r2"] <= 1
 
 
+def test_the_reference_folder_is_read_without_the_maze_override(upstream_fig8, tmp_path, monkeypatch):
+    _point(monkeypatch, tmp_path)
+    monkeypatch.setenv("NER_REFERENCE_DIR", str(upstream_fig8.parent.parent))
+    runs = load_runs("ner")
+    assert runs.source == ORIGINAL and runs.folder == upstream_fig8 and len(runs.runs) == 8
+    assert load_runs("ner", root=tmp_path / "no_cache").runs == {}  # an explicit cache folder: only caches
+
+
 def test_notebooks_draw_the_original_results(upstream_fig8, tmp_path, monkeypatch):
     from ner.viz.notebooks import run_notebooks
 
@@ -285,17 +294,23 @@ def test_original_file_names_without_colons_are_read(upstream_fig8, tmp_path):
 
 
 def test_fetched_results_draw_the_figures_without_any_setting(upstream_fig8, tmp_path, monkeypatch):
-    """`ner fetch --mc-maze-results` (from a local mirror of the upstream tree) into the default folder;
+    """`ner fetch --paper-results` (from a local mirror of the upstream tree) into the default folder;
     the notebooks then draw the original's latents, saying so, with no environment variable naming them."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     from test_fetch import Mirror
 
-    from ner.data.download import MC_MAZE_PREFIX, mc_maze_results_dir, missing_mc_maze_results
+    from ner.data.download import (
+        PAPER_RESULTS_PREFIX,
+        fetched_results_dir,
+        missing_paper_results,
+        paper_results_dir,
+        paper_results_registry,
+    )
 
-    served = tmp_path / "mirror" / MC_MAZE_PREFIX
-    for path in upstream_fig8.rglob("*.npz"):
-        (served / path.relative_to(upstream_fig8)).parent.mkdir(parents=True, exist_ok=True)
-        (served / path.relative_to(upstream_fig8)).symlink_to(path)
+    served = tmp_path / "mirror" / PAPER_RESULTS_PREFIX
+    for relative in paper_results_registry():
+        (served / relative).parent.mkdir(parents=True, exist_ok=True)
+        (served / relative).symlink_to(upstream_fig8.parent / relative)
     figures = _point(monkeypatch, tmp_path)
     mirror = Mirror(tmp_path / "mirror")
     try:
@@ -303,8 +318,10 @@ def test_fetched_results_draw_the_figures_without_any_setting(upstream_fig8, tmp
         assert main(FETCH_COMMAND.split()[1:]) == 0
     finally:
         mirror.close()
-    folder = mc_maze_results_dir()
-    assert folder == tmp_path / "data" / "mc_maze_results" and missing_mc_maze_results(folder) == []
+    fetched = fetched_results_dir()
+    assert fetched == tmp_path / "data" / "upstream_data_NER" and missing_paper_results(fetched) == []
+    assert paper_results_dir() == fetched
+    folder = fetched / "Fig8"
 
     runs = load_runs("ner")
     assert runs.source == ORIGINAL and runs.folder == folder and len(runs.runs) == 8

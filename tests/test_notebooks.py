@@ -2,12 +2,11 @@
 
 import ast
 import json
-import os
 
 import matplotlib.image
 import pytest
 
-from ner.data.download import missing_mc_maze_results
+from ner.data.download import paper_results_dir
 from ner.viz import figures
 from ner.viz.notebooks import notebooks_dir, run_notebooks
 
@@ -42,7 +41,7 @@ def test_notebooks_only_read_and_draw(path):
     calls = {node.func.attr for node in ast.walk(tree)
              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
              and isinstance(node.func.value, ast.Name) and node.func.value.id in ("figures", "maze")}
-    readers = {"embedding", "decoding", "cross_session", "result", "parity_report", "load_runs", "draw_aligned_latents"}
+    readers = {"embedding", "decoding", "cross_session", "result", "parity_report", "published", "load_runs"}
     assert calls & readers, f"{path.name} reads no cache through the library"
 
 
@@ -56,10 +55,10 @@ def test_all_17_notebooks_write_their_figures(tmp_path, monkeypatch):
     monkeypatch.setenv("NER_FIGURES_DIR", str(tmp_path))
     monkeypatch.delenv("NER_CACHE_DIR", raising=False)
     expected = dict(EXPECTED)
-    reference = os.environ.get("NER_REFERENCE_DIR")
-    if reference:  # CI: the original's MC_Maze results, read in place, draw figures 8 and 11
-        monkeypatch.setenv("NER_MC_MAZE_REFERENCE", os.path.join(reference, "upstream_data_NER", "Fig8"))
-    if reference or not missing_mc_maze_results():  # also where `ner fetch --mc-maze-results` put them
+    # The paper's stored results ($NER_REFERENCE_DIR in CI, or what `ner fetch --paper-results` put in the data
+    # directory): their Fig8, the original's MC_Maze results, draws figures 8 and 11.
+    stored = paper_results_dir()
+    if stored is not None and (stored / "Fig8").is_dir():
         expected.update(MC_MAZE)
     cache_files = {path: path.stat().st_mtime_ns for path in figures.cache_dir().rglob("*.npz")}
 

@@ -1,8 +1,9 @@
 """Download files of the public NER repository and verify them against the packaged registries.
 
-Two registries: ``registry.tsv`` (the session files, :func:`fetch`) and ``mc_maze_results.tsv`` (the
-original authors' MC_Maze results, their ``data_NER/Fig8``, :func:`fetch_mc_maze_results`). Both are
-downloaded the same way: raw files of the pinned commit, each checked before it is moved into place.
+Two registries: ``registry.tsv`` (the session files, :func:`fetch`) and ``paper_results.tsv`` (the
+paper's stored results, the original authors' ``data_NER/Fig4``, ``Fig5``, ``Fig6`` and ``Fig8``,
+:func:`fetch_paper_results`). Both are downloaded the same way: raw files of the pinned commit, each checked
+before it is moved into place. :func:`paper_results_dir` is where every figure finds the paper's numbers.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from .sessions import DATA_DIR_ENV, FILE_SUFFIX, resolve_data_dir
 UPSTREAM_COMMIT = "c8bdb72f25e9a4b90bdd2544f5e18654a73ee93a"
 DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/NeuroscienceAI/NER/{UPSTREAM_COMMIT}/"
 BASE_URL_ENV = "NER_FETCH_URL"
-MC_MAZE_PREFIX = "data_NER/Fig8/"  # where the MC_Maze results lie in the upstream repository
-MC_MAZE_FOLDER = "mc_maze_results"  # their folder under the data directory
+PAPER_RESULTS_PREFIX = "data_NER/"  # where the paper's stored results lie in the upstream repository
+PAPER_RESULTS_FOLDER = "upstream_data_NER"  # their folder under the data directory (and under $NER_REFERENCE_DIR)
+REFERENCE_ENV = "NER_REFERENCE_DIR"  # a folder holding a copy of the original's data_NER as upstream_data_NER/
+FETCH_PAPER_RESULTS = "ner fetch --paper-results"
 # The checkout ner is installed from (pip install -e .): its data/ is the default data directory of the notebooks.
 _CHECKOUT = Path(__file__).resolve().parents[2]
 _HEADER = ["path", "git_blob_sha1", "sha256", "size"]
@@ -65,13 +68,14 @@ def registry() -> dict[str, RegistryEntry]:
 
 
 @functools.lru_cache(maxsize=1)
-def mc_maze_registry() -> dict[str, RegistryEntry]:
-    """The original's MC_Maze result files: path under their ``Fig8`` folder -> registry entry."""
+def paper_results_registry() -> dict[str, RegistryEntry]:
+    """The paper's stored result files: path under the upstream ``data_NER`` (``Fig4/NPZ_M1/...``,
+    ``Fig8/...``) -> registry entry."""
     entries = {}
-    for entry in _read_registry("mc_maze_results.tsv"):
-        if not entry.path.startswith(MC_MAZE_PREFIX) or entry.sha256 is None or entry.size is None:
-            raise ValueError(f"mc_maze_results.tsv: bad entry {entry.path}; reinstall the package")
-        entries[entry.path[len(MC_MAZE_PREFIX):]] = entry
+    for entry in _read_registry("paper_results.tsv"):
+        if not entry.path.startswith(PAPER_RESULTS_PREFIX) or entry.sha256 is None or entry.size is None:
+            raise ValueError(f"paper_results.tsv: bad entry {entry.path}; reinstall the package")
+        entries[entry.path[len(PAPER_RESULTS_PREFIX):]] = entry
     return entries
 
 
@@ -159,15 +163,31 @@ def _url(root: str, entry: RegistryEntry) -> str:
     return root + urllib.parse.quote(entry.path, safe="/")
 
 
-def mc_maze_results_dir() -> Path:
-    """Where :func:`fetch_mc_maze_results` puts the original's MC_Maze results, and where figures 8 and
-    11 look for them: ``$NER_DATA_DIR/mc_maze_results``, else ``data/mc_maze_results`` of the checkout.
+def fetched_results_dir() -> Path:
+    """Where :func:`fetch_paper_results` puts the paper's stored results by default:
+    ``$NER_DATA_DIR/upstream_data_NER``, else ``data/upstream_data_NER`` of the checkout.
 
     Absolute (not ``./data``), so that ``ner fetch`` in the repository and the notebooks, which run in
     ``notebooks/``, name the same folder.
     """
     value = os.environ.get(DATA_DIR_ENV)
-    return (Path(value) if value else _CHECKOUT / "data") / MC_MAZE_FOLDER
+    return (Path(value) if value else _CHECKOUT / "data") / PAPER_RESULTS_FOLDER
+
+
+def paper_results_dir() -> Path | None:
+    """The folder holding the paper's stored results (laid out as the upstream ``data_NER``: ``Fig4/``,
+    ``Fig5/``, ``Fig6/``, ``Fig8/``), where every figure reads the paper's numbers:
+
+    1. ``$NER_REFERENCE_DIR/upstream_data_NER`` where the variable is set and that folder exists;
+    2. else :func:`fetched_results_dir`, once ``ner fetch --paper-results`` has put every registered file
+       there (at its registered size);
+    3. else None: the figures then show only ours.
+    """
+    value = os.environ.get(REFERENCE_ENV)
+    if value and (Path(value) / PAPER_RESULTS_FOLDER).is_dir():
+        return Path(value) / PAPER_RESULTS_FOLDER
+    fetched = fetched_results_dir()
+    return fetched if fetched.is_dir() and not missing_paper_results(fetched) else None
 
 
 # Characters Windows does not allow in file names (the upstream names hold ':').
@@ -180,35 +200,36 @@ def local_name(relative: str) -> str:
     return _NOT_ON_WINDOWS.sub("_", relative) if os.name == "nt" else relative
 
 
-def missing_mc_maze_results(folder: str | os.PathLike | None = None) -> list[str]:
-    """The result files not (or not at their registered size) in ``folder`` (default
-    :func:`mc_maze_results_dir`): empty once :func:`fetch_mc_maze_results` has finished there."""
-    folder = Path(folder) if folder is not None else mc_maze_results_dir()
+def missing_paper_results(folder: str | os.PathLike | None = None) -> list[str]:
+    """The result files (paths under ``data_NER``) not, or not at their registered size, in ``folder``
+    (default :func:`fetched_results_dir`): empty once :func:`fetch_paper_results` has finished there."""
+    folder = Path(folder) if folder is not None else fetched_results_dir()
     missing = []
-    for relative, entry in mc_maze_registry().items():
+    for relative, entry in paper_results_registry().items():
         path = folder / local_name(relative)
         if not path.is_file() or path.stat().st_size != entry.size:
             missing.append(relative)
     return missing
 
 
-def fetch_mc_maze_results(
+def fetch_paper_results(
     dest: str | os.PathLike | None = None,
     base_url: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Download the original authors' MC_Maze results (their ``data_NER/Fig8``: 16 files, 12 MB) into
-    ``dest`` (default :func:`mc_maze_results_dir`) and return that folder.
+    """Download the paper's stored results (the original's ``data_NER/Fig4``, ``Fig5``, ``Fig6`` and
+    ``Fig8``: 50 files, 12 MB) into ``dest`` (default :func:`fetched_results_dir`), laid out as upstream
+    (``Fig4/NPZ_M1/...``, ``Fig8/...``), and return that folder.
 
     Same verified path as :func:`fetch`: raw files of the pinned commit (``base_url``, else
     $NER_FETCH_URL, else GitHub), each sha256-checked before it is renamed into place, so an
     interrupted run leaves only whole, verified files and a rerun fetches just the rest; a file already
     there that passes the check is kept, one that fails is replaced. A mismatch raises ValueError.
     """
-    folder = Path(dest) if dest is not None else mc_maze_results_dir()
+    folder = Path(dest) if dest is not None else fetched_results_dir()
     root = _root(base_url)
     downloader = pooch.HTTPDownloader(progressbar=progress)
-    for relative, entry in mc_maze_registry().items():
+    for relative, entry in paper_results_registry().items():
         target = folder / local_name(relative)
         if target.is_file() and _checksum_mismatch(entry, target) is not None:
             target.unlink()

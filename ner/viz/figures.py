@@ -15,15 +15,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ner.data.labels import direction_offsets
-from ner.evaluation.cross_session import (
-    SplitEmbedding,
-    pair_alignment,
-    session_averages,
-)
 from ner.evaluation.statistics import off_diagonal
 from ner.evaluation.trials import direction_angles, trial_averages
 from ner.methods import display_name
-from ner.viz.plotting import angle_colors, plot_matrix, save_figure
+from ner.viz.plotting import save_figure
 from ner.workflow.published import group_medians
 from ner.workflow.store import (
     REPOSITORY,
@@ -38,7 +33,7 @@ from ner.workflow.store import (
 
 __all__ = ["BIN_MS", "FIGURES_DIR_ENV", "cache_dir", "figures_dir", "embedding", "decoding", "cross_session",
            "result", "parity_report", "published", "published_medians", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
-           "aligned_latents", "direction_offsets", "short_name", "draw_cross_session", "draw_aligned_latents", "save"]
+           "direction_offsets", "save"]
 
 BIN_MS = 30  # every reaching session is binned at 30 ms
 FIGURES_DIR_ENV = "NER_FIGURES_DIR"
@@ -115,69 +110,6 @@ def method_rows(table: dict, methods: Iterable[str]) -> list[int]:
 def trial_average(embedding, labels, trial_length) -> tuple[np.ndarray, np.ndarray]:
     """Per-direction trial averages (8 x trial_length x dims) and the 8 directions' angles."""
     return trial_averages(embedding, labels, trial_length), direction_angles()
-
-
-def aligned_latents(caches: dict, anchor: str) -> dict:
-    """Test-trial averages of each cache before and after aligning it onto ``anchor``'s space.
-
-    ``caches`` maps names to embedding caches of one method. The alignment is the corrected protocol's
-    (fitted on training-trial averages only). Returns {name: (before, after, angles)}, each average
-    8 directions x bins x dims.
-    """
-    trial_length = int(caches[anchor]["trial_length"])
-    sessions = {name: SplitEmbedding(c["train_embedding"], c["train_labels"], c["test_embedding"], c["test_labels"])
-                for name, c in caches.items()}
-    target = session_averages(sessions[anchor], trial_length)
-    latents = {}
-    for name, cache in caches.items():
-        before, angles = trial_average(cache["test_embedding"], cache["test_labels"], trial_length)
-        alignment = pair_alignment(session_averages(sessions[name], trial_length), target)
-        after = alignment.transform(before.reshape(-1, before.shape[-1])).reshape(before.shape)
-        latents[name] = (before, after, angles)
-    return latents
-
-
-def short_name(unit: str) -> str:
-    """``Chewie_20161007_M1`` -> ``C161007 M1``: unit names that fit under a matrix."""
-    session, area = unit.rsplit("_", 1)
-    subject, date = session.split("_", 1)
-    return f"{subject[0]}{date[2:]} {area}"
-
-
-def draw_cross_session(axes, table, method, units, decoders=("linear",),
-                       metrics=("velocity_r2", "position_r2", "peak_accuracy")):
-    """Cross-session matrices of ``method`` among ``units`` on ``axes``, one per (decoder, metric)."""
-    m = table["methods"].tolist().index(method)
-    index = [table["units"].tolist().index(unit) for unit in units]
-    panels = [(decoder, metric) for decoder in decoders for metric in metrics]
-    if len(axes) != len(panels):
-        raise ValueError(f"{len(panels)} panels (decoders x metrics) need as many axes, got {len(axes)}")
-    for ax, (decoder, metric) in zip(axes, panels):
-        scale = 100 if metric == "peak_accuracy" else 1
-        matrix = table[f"{decoder}_{metric}"][m][np.ix_(index, index)] * scale
-        plot_matrix(ax, matrix, [short_name(unit) for unit in units],
-                    f"{label(method)}, {decoder}: {metric.replace('_', ' ')}\n"
-                    f"off-diagonal mean {np.nanmean(off_diagonal(matrix)):.2f}",
-                    vmin=0, vmax=scale, fmt="{:.2f}" if scale == 1 else "{:.0f}")
-
-
-def draw_aligned_latents(methods, units, anchor, styles=("-", "--", ":", "-.")):
-    """Test-trial averages of ``units`` per method, before (top) and after (bottom) alignment onto ``anchor``."""
-    fig = plt.figure(figsize=(3.2 * len(methods), 6.6))
-    for col, method in enumerate(methods):
-        caches = {unit: embedding(method, *unit.rsplit("_", 1)) for unit in units}
-        latents = aligned_latents(caches, anchor)
-        for row, stage in enumerate(("before", "after")):
-            ax = fig.add_subplot(2, len(methods), row * len(methods) + col + 1, projection="3d")
-            for k, (before, after, angles) in enumerate(latents.values()):
-                for trajectory, color in zip(before if stage == "before" else after, angle_colors(angles)):
-                    ax.plot(*trajectory[:, :3].T, color=color, lw=1.2, ls=styles[k % len(styles)])
-            ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
-            ax.set_title(f"{label(method)}, {stage} alignment", fontsize=9)
-    fig.text(0.5, 0.01, "line style per unit: " + ", ".join(f"{styles[k % len(styles)]} {short_name(unit)}"
-                                                          for k, unit in enumerate(units))
-             + f"; aligned onto {short_name(anchor)}", ha="center", fontsize=8)
-    return fig
 
 
 def save(fig, name: str) -> list[Path]:

@@ -2,8 +2,8 @@
 
 :func:`load_runs` finds the runs to draw: the original authors' (their repository's ``data_NER/Fig8``)
 where ``$NER_MC_MAZE_REFERENCE`` names such a folder; else this project's caches (``ner mc-maze``);
-else the original authors' again, once ``ner fetch --mc-maze-results`` has put them in
-:func:`ner.data.download.mc_maze_results_dir`. :func:`draw_figure` draws Fig 8 (NER) or Fig 11 (CEBRA)
+else the original authors' again, from the ``Fig8`` of the paper's stored results
+(:func:`ner.data.download.paper_results_dir`: ``ner fetch --paper-results``, or ``$NER_REFERENCE_DIR``). :func:`draw_figure` draws Fig 8 (NER) or Fig 11 (CEBRA)
 from them, decoding every run here, and says in its title whose latents they are.
 """
 
@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from ner.data.download import mc_maze_results_dir, missing_mc_maze_results
+from ner.data.download import FETCH_PAPER_RESULTS, paper_results_dir
 from ner.evaluation.maze import MazeRun, RunSet, decode_run
 from ner.methods import display_name
 from ner.reference.maze import FOLDERS, ORIGINAL, original_runs
@@ -27,9 +27,10 @@ from ner.workflow.store import cache_dir
 __all__ = ["FETCH_COMMAND", "FIGURE_GROUPS", "HOW_TO", "REFERENCE_ENV", "load_runs", "draw_figure", "headline"]
 
 REFERENCE_ENV = "NER_MC_MAZE_REFERENCE"
-FETCH_COMMAND = "ner fetch --mc-maze-results"
-HOW_TO = ("No MC_Maze results found. To draw the original authors' MC_Maze latents (decoded here), fetch them "
-          "(16 files, 12 MB, checksummed; rerun it to finish an interrupted download), then rerun this notebook:\n"
+FETCH_COMMAND = FETCH_PAPER_RESULTS
+HOW_TO = ("No MC_Maze results found. To draw the original authors' MC_Maze latents (decoded here), fetch the "
+          "paper's stored results (50 files, 12 MB, checksummed; rerun it to finish an interrupted download), "
+          "then rerun this notebook:\n"
           f"    {FETCH_COMMAND}\n"
           "Or train this project's own on the NWB file of DANDI 000128:\n"
           "    dandi download DANDI:000128\n"
@@ -60,8 +61,9 @@ def load_runs(method: str, root=None) -> RunSet:
 
     1. ``$NER_MC_MAZE_REFERENCE``: a copy of the original repository's ``data_NER/Fig8`` (read in place);
     2. this project's caches under ``<root or ner.workflow.store.cache_dir()>/mc_maze/<method>``;
-    3. when ``root`` is None, the original's results fetched by ``ner fetch --mc-maze-results`` into
-       :func:`ner.data.download.mc_maze_results_dir` (used once every file is there).
+    3. when ``root`` is None, ``Fig8`` of the paper's stored results, :func:`ner.data.download.paper_results_dir`
+       (``$NER_REFERENCE_DIR/upstream_data_NER``, else what ``ner fetch --paper-results`` fetched, used once
+       every file is there).
 
     Empty (falsy) when none has any.
     """
@@ -76,9 +78,9 @@ def load_runs(method: str, root=None) -> RunSet:
     runs = cached_runs(folder, method)
     if runs:
         return RunSet(method, OURS, folder, _ordered(runs))
-    fetched = mc_maze_results_dir()
-    if root is None and fetched.is_dir() and not missing_mc_maze_results(fetched):
-        return _original(fetched, method)
+    stored = paper_results_dir() if root is None else None
+    if stored is not None and (stored / "Fig8").is_dir():
+        return _original(stored / "Fig8", method)
     return RunSet(method, None, folder, {})
 
 
@@ -212,7 +214,9 @@ def draw_figure(runset: RunSet, title: str, compare: RunSet | None = None):
     ax.set_ylabel("R² (bars: held-out test trials)", fontsize=7)
     ax.legend(fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
-    note = (f"Results: {runset.source}, read from {runset.folder}. Embeddings and decoded hand paths of the "
+    # The original's results are named, not located, so that the figure is the same wherever they were fetched.
+    where = "the original repository's data_NER/Fig8" if runset.source == ORIGINAL else runset.folder
+    note = (f"Results: {runset.source}, read from {where}. Embeddings and decoded hand paths of the "
             "held-out test trials (the last 20 % of each selection's trials, in recording order); a linear "
             "decoder fitted on the training trials reads hand velocity from the embedding, position is its "
             "per-trial sum. Colour: condition (its target angle); line style: maze version.")

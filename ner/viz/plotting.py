@@ -69,23 +69,6 @@ def plot_trial_averages_3d(ax, averages, angles_deg, title=""):
     return ax
 
 
-def plot_matrix(ax, matrix, names, title="", vmin=None, vmax=None, fmt="{:.2f}"):
-    """A train-session x test-session score matrix with its values written in the cells."""
-    matrix = np.asarray(matrix, dtype=float)
-    image = ax.imshow(matrix, cmap="viridis", vmin=vmin, vmax=vmax)
-    middle = np.nanmean(matrix) if vmin is None or vmax is None else (vmin + vmax) / 2
-    for (i, j), value in np.ndenumerate(matrix):
-        if np.isfinite(value):
-            ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=6,
-                    color="white" if value < middle else "black")
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-    ax.set_yticks(range(len(names)), names, fontsize=6)
-    ax.set_xlabel("tested on", fontsize=7)
-    ax.set_ylabel("decoder trained on", fontsize=7)
-    ax.set_title(title, fontsize=8)
-    return image
-
-
 def plot_paired_scores(ax, values, method_labels, ylabel, per_seed=None):
     """Scores of several methods (methods x sessions): one grey line per session, a bar at the median.
 
