@@ -160,20 +160,20 @@ def format_published(table) -> str:
     columns = [str(c) for c in table["columns"]]
     short = [c.replace("velocity_r2", "vel").replace("position_r2", "pos").replace("peak_accuracy", "acc")
              for c in columns]
-    header = f"{'method':11s} {'unit':20s} {'':10s}" + "".join(f"{c:>10s}" for c in short)
+    header = f"{'method':16s} {'unit':20s} {'':10s}" + "".join(f"{c:>10s}" for c in short)
     lines = ["Fig 4 numbers: published (train in-sample), ours with the paper's protocol, ours corrected "
              f"(median over seeds {', '.join(str(s) for s in table['seeds'])})", header]
     for u, method in enumerate(table["methods"]):
         unit = f"{table['sessions'][u]} {table['areas'][u]}"
         for name in ("published", "paper", "corrected"):
             values = "".join(f"{v:10.3f}" for v in table[name][u])
-            lines.append(f"{method if name == 'published' else '':11s} {unit if name == 'published' else '':20s} "
+            lines.append(f"{method if name == 'published' else '':16s} {unit if name == 'published' else '':20s} "
                          f"{_LABELS[name]:10s}{values}")
     lines += ["", "medians per group (paper - published: paired, unit by unit)", header.replace("unit", "group")]
     for row in group_medians(table):
         for name in ("published", "paper", "corrected", "paper - published"):
             values = "".join(f"{row[name][c]:10.3f}" for c in columns)
             first = name == "published"
-            lines.append(f"{row['method'] if first else '':11s} "
+            lines.append(f"{row['method'] if first else '':16s} "
                          f"{(row['group'] + ' (' + str(row['units']) + ')') if first else '':20s} {_LABELS[name]:10s}{values}")
     return "\n".join(lines)
