@@ -28,7 +28,8 @@ def test_trial_average_puts_directions_first_with_their_angles(session):
     assert np.all(np.diff(angles) > 0)
 
 
-def test_clear_errors_for_missing_rows_and_caches(tmp_path):
+def test_short_names_and_clear_errors_for_missing_rows_and_caches(tmp_path):
+    assert figures.short_name("Chewie_20161007_M1") == "C161007 M1"
     table = {"methods": np.array(["ner", "pca"])}
     assert figures.method_rows(table, ["pca", "ner"]) == [1, 0]
     with pytest.raises(KeyError, match="no cebra16d .*ner reproduce --methods cebra16d"):

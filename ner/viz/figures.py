@@ -33,7 +33,7 @@ from ner.workflow.store import (
 
 __all__ = ["BIN_MS", "FIGURES_DIR_ENV", "cache_dir", "figures_dir", "embedding", "decoding", "cross_session",
            "result", "parity_report", "published", "published_medians", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
-           "direction_offsets", "save"]
+           "direction_offsets", "short_name", "save"]
 
 BIN_MS = 30  # every reaching session is binned at 30 ms
 FIGURES_DIR_ENV = "NER_FIGURES_DIR"
@@ -110,6 +110,13 @@ def method_rows(table: dict, methods: Iterable[str]) -> list[int]:
 def trial_average(embedding, labels, trial_length) -> tuple[np.ndarray, np.ndarray]:
     """Per-direction trial averages (8 x trial_length x dims) and the 8 directions' angles."""
     return trial_averages(embedding, labels, trial_length), direction_angles()
+
+
+def short_name(unit: str) -> str:
+    """``Chewie_20161007_M1`` -> ``C161007 M1``: unit names that fit in a legend or under a matrix."""
+    session, area = unit.rsplit("_", 1)
+    subject, date = session.split("_", 1)
+    return f"{subject[0]}{date[2:]} {area}"
 
 
 def save(fig, name: str) -> list[Path]:
