@@ -162,7 +162,8 @@ def recover_names(rows, known) -> tuple[list[str] | None, bool]:
 
 
 def _read_table(path: Path, kind: str) -> dict:
-    table, subjects = _read(path, lambda data: ({m: np.asarray(data[_STORED_KEY[m]], dtype=float) for m in SCORES},
+    table, subjects = _read(path, lambda data: ({**{m: np.asarray(data[_STORED_KEY[m]], dtype=float) for m in SCORES},
+                                                 "accuracy_curves": np.asarray(data["acc_time_2D"], dtype=float)},
                                                 [str(d) for d in data["date_subjects"]]))
     n = len(table["velocity_r2"])
     # Session tables name each row; cross-session ones repeat the row's name once per column.
@@ -172,8 +173,8 @@ def _read_table(path: Path, kind: str) -> dict:
 
 def stored_tables(upstream_dir) -> dict:
     """``{figure: {method: table}}`` for the :data:`FIGURES` folders found; a table holds ``rows`` (the
-    stored row names, maybe garbled), ``files`` (relative paths) and one array per score (sessions x
-    [train, test] for Fig 4, n x n for Fig 5 and 6). Fig 4 cohorts of one method (``NER_Chewie2015``,
+    stored row names, maybe garbled), ``files`` (relative paths), one array per score (sessions x
+    [train, test] for Fig 4, n x n for Fig 5 and 6) and ``accuracy_curves`` (the stored per-bin accuracy, %). Fig 4 cohorts of one method (``NER_Chewie2015``,
     ``NER_Chewie2016``) are joined."""
     root = Path(upstream_dir)
     tables = {}
@@ -189,7 +190,7 @@ def stored_tables(upstream_dir) -> dict:
                 continue
             joined["rows"] += table["rows"]
             joined["files"].append(str(path.relative_to(root)))
-            for m in SCORES:
+            for m in (*SCORES, "accuracy_curves"):
                 joined[m] = np.concatenate([joined[m], table[m]])
     return tables
 

@@ -57,9 +57,8 @@ def paper_matrices(figure: str, subject: str = "Chewie") -> dict | None:
         names, _ = recover_names(table["rows"], known)
         if ours is None or names is None:
             continue
-        found[ours] = {"names": names, **{m: table[m] / STORED_SCALE[m] for m in METRICS}}
-        with np.load(root / table["files"][0]) as data:  # the per-bin curves stored beside the matrices
-            found[ours]["accuracy_curves"] = np.asarray(data["acc_time_2D"], dtype=float)
+        found[ours] = {"names": names, **{m: table[m] / STORED_SCALE[m] for m in METRICS},
+                       "accuracy_curves": table["accuracy_curves"]}
     return found
 
 

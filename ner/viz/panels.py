@@ -7,10 +7,11 @@ direction accuracy over time; legends sit outside the data. Method colours and m
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import r2_score
 
 from ner.data.download import paper_results_dir
 from ner.evaluation.decoding import decode_session, trial_positions
-from ner.viz.plotting import angle_colors
+from ner.viz.plotting import angle_colors, mean_and_sem
 
 __all__ = ["BIN_S", "STYLE", "ours_paper", "r2", "hand_paths", "decode", "draw_hand_paths",
            "draw_velocity_scatter", "published_values", "draw_sessions", "draw_accuracy", "paper_results_dir",
@@ -37,10 +38,7 @@ def ours_paper(ours, paper=None, fmt="{:.2f}") -> str:
 def r2(truth, predicted) -> float:
     """Coefficient of determination of ``predicted`` for ``truth``, all columns pooled as sklearn's
     ``r2_score`` averages them (uniform over columns)."""
-    truth, predicted = np.atleast_2d(np.asarray(truth, float).T).T, np.atleast_2d(np.asarray(predicted, float).T).T
-    residual = np.sum((truth - predicted) ** 2, axis=0)
-    total = np.sum((truth - truth.mean(axis=0)) ** 2, axis=0)
-    return float(np.mean(1 - residual / total))
+    return float(r2_score(truth, predicted))
 
 
 def hand_paths(velocity, trial_length, bin_s=BIN_S) -> np.ndarray:
@@ -152,10 +150,7 @@ def draw_accuracy(ax, curves, methods, labels, bin_ms, paper=None):
     peaks = {}
     for m, method in enumerate(methods):
         color = STYLE[method][0]
-        count = np.sum(np.isfinite(curves[m]), axis=0)
-        mean = np.nansum(curves[m], axis=0) / np.maximum(count, 1)
-        sem = np.sqrt(np.nansum((curves[m] - mean) ** 2, axis=0) / np.maximum(count - 1, 1)
-                      / np.maximum(count, 1)) * (count > 1)
+        mean, sem = mean_and_sem(curves[m])
         theirs = None
         if paper is not None and paper.get(method) is not None:
             reference = np.asarray(paper[method], float).mean(axis=0)

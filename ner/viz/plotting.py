@@ -97,17 +97,23 @@ def plot_paired_scores(ax, values, method_labels, ylabel, per_seed=None):
     return ax
 
 
+def mean_and_sem(curves) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over sessions (axis 0, NaN-padded curves) and its standard error: the sample standard deviation
+    (ddof=1) over sqrt(n); 0 where only one session has the bin."""
+    curves = np.asarray(curves, dtype=float)
+    count = np.sum(np.isfinite(curves), axis=0)
+    mean = np.nansum(curves, axis=0) / np.maximum(count, 1)
+    squares = np.nansum((curves - mean) ** 2, axis=0)
+    return mean, np.sqrt(squares / np.maximum(count - 1, 1) / np.maximum(count, 1)) * (count > 1)
+
+
 def plot_accuracy_over_time(ax, curves, method_labels, bin_ms, title=""):
     """Direction accuracy per bin (methods x sessions x bins): the mean over sessions, shaded ± its
     standard error (s.e.m.)."""
     curves = np.asarray(curves, dtype=float) * 100
     time_ms = np.arange(curves.shape[-1]) * bin_ms
     for method_curves, name in zip(curves, method_labels):
-        mean = np.nanmean(method_curves, axis=0)
-        count = np.sum(np.isfinite(method_curves), axis=0)
-        # Standard error of the mean: the sample standard deviation (ddof=1) over sqrt(n); none for one session.
-        squares = np.nansum((method_curves - mean) ** 2, axis=0)
-        sem = np.sqrt(squares / np.maximum(count - 1, 1) / np.maximum(count, 1)) * (count > 1)
+        mean, sem = mean_and_sem(method_curves)
         ax.plot(time_ms, mean, lw=1.5, label=name)
         ax.fill_between(time_ms, mean - sem, mean + sem, alpha=0.2)
     ax.axhline(100 / 8, color="0.6", ls=":", lw=1)
