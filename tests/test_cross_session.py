@@ -38,6 +38,20 @@ def test_alignment_makes_cross_session_as_good_as_same_session():
     assert set(result["alignments"]) == {(a, b) for a in result["names"] for b in result["names"] if a != b}
 
 
+def test_shared_space_needs_no_alignment_and_rotated_spaces_do():
+    shared = cross_session_matrices(make_sessions(), T, align=False)
+    assert shared["alignments"] == {} and not shared["aligned"]
+    diagonal = np.eye(3, dtype=bool)
+    # Each session here lives in its own rotation: unaligned, the off-diagonal decoders fail...
+    assert np.all(shared["position_r2"][~diagonal] < 0.9)
+    # ...while the same sessions in one latent space decode across sessions as well as within.
+    common = {name: SplitEmbedding(*reaching(10 * k, np.eye(3)), *reaching(10 * k + 1, np.eye(3)))
+              for k, name in enumerate(["a", "b", "c"])}
+    result = cross_session_matrices(common, T, align=False)
+    assert np.all(result["position_r2"] > 0.95)
+    np.testing.assert_allclose(np.diag(result["velocity_r2"]), np.diag(shared["velocity_r2"]), atol=0.05)
+
+
 def test_rows_are_the_decoder_session():
     sessions = make_sessions()
     s = sessions["s1"]

@@ -1,8 +1,9 @@
 """Cross-session decoding matrices.
 
 Entry ``[i, j]`` scores the decoder trained on session ``i`` (its training split) on the test
-split of session ``j``, after aligning ``j``'s embedding onto ``i``'s. The diagonal is the
-same-session held-out test, with no alignment.
+split of session ``j``, after aligning ``j``'s embedding onto ``i``'s (or, for embeddings that already
+share one latent space, as a multi-session model's do, with no alignment: ``align=False``). The
+diagonal is the same-session held-out test, with no alignment.
 
 The alignment is :func:`~ner.evaluation.alignment.fit_alignment` on training-trial averages of both
 sessions, and R^2 is ``r2_score(truth, prediction)`` (the corrected protocol). The original's protocol
@@ -51,11 +52,14 @@ def cross_session_matrices(
     knn_grid=DEFAULT_KNN_GRID,
     cv=5,
     decoders=None,
+    align: bool = True,
 ) -> dict:
     """n x n decoding matrices over ``sessions`` (a dict name -> :class:`SplitEmbedding`).
 
     ``decoders`` may map session names to :class:`TrialDecoder` already fitted on their
     training split, to reuse them (``method``, ``knn_grid`` and ``cv`` then apply to the rest).
+    ``align=False`` scores every test split as it is embedded: no test trial reaches anything but
+    the decoder's scoring, and ``alignments`` is empty.
 
     Returns ``names``, ``velocity_r2``, ``position_r2``, ``peak_accuracy`` (n x n; accuracy as a
     fraction), ``accuracy_per_bin`` (n x n x trial_length) and ``alignments`` (dict
@@ -86,7 +90,7 @@ def cross_session_matrices(
         for j, test_name in enumerate(names):
             test = sessions[test_name]
             embedding = test.test_embedding
-            if i != j:
+            if i != j and align:
                 alignment = pair_alignment(averages[test_name], averages[train_name])
                 alignments[(train_name, test_name)] = alignment
                 embedding = alignment.transform(embedding)
@@ -94,5 +98,5 @@ def cross_session_matrices(
             for m in SCORES:
                 result[m][i, j] = scores[m]
             result["accuracy_per_bin"][i, j] = scores["accuracy_per_bin"]
-    result.update(names=names, alignments=alignments, method=method)
+    result.update(names=names, alignments=alignments, method=method, aligned=align)
     return result

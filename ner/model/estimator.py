@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import numbers
 from typing import Literal
 
 import cebra
@@ -11,12 +12,19 @@ import cebra.integrations.sklearn.utils as sklearn_utils
 import numpy as np
 import torch
 from sklearn.utils import check_array
+from torch import nn
 
 import ner.model.solver  # noqa: F401  (registers the "ner-single-session" solver with CEBRA)
 from ner.atomic import atomic_write
 from ner.data.labels import PAPER_LAYOUT, LabelLayout
 from ner.model.loader import RankLoader
 from ner.model.loss import LabelDistance, RankLoss
+from ner.model.multisession import (
+    MAX_ANCHORS_PER_SESSION,
+    AnchoredSolver,
+    AnchorLoader,
+    MultiSessionRankLoader,
+)
 from ner.model.sampling import seeded
 
 _CHECKPOINT_KEYS = ("args", "state", "state_dict")
@@ -48,8 +56,24 @@ pad_before_transform, optimizer_kwargs
         ``"own"`` by its own.
     exact_search : bool
         KD-tree positive search; ``False`` uses CEBRA's dense search.
+    multisession_positives : {"across", "within"}
+        For a multi-session fit, where a reference's positive is searched (by the ``time_delta``
+        rule on its labels): ``"across"`` in another session than the reference's (CEBRA's
+        multi-session rule, except that CEBRA may also pick the reference's own), which pulls the
+        sessions together by label; ``"within"`` in the reference's own session, as a
+        single-session fit does, the sessions meeting only in the shared loss.
     seed : int or None
-        Seeds the model initialisation and the sampling.
+        Seeds the model initialisation and the sampling (and which training samples a
+        multi-session model keeps for :meth:`add_session`).
+
+    Notes
+    -----
+    ``fit([X_1, ..., X_k], [y_1, ..., y_k])``, k >= 2, trains one encoder per session (the
+    sessions may differ in units, not in label columns) into one latent space, as
+    :class:`cebra.CEBRA` does; ``transform(X, session_id=i)`` embeds with session i's. Each step draws ``batch_size``
+    references from every session and ranks each against the positives of all sessions, one rank
+    loss over the k batches flattened. :meth:`add_session` fits an encoder for a further session
+    into that space, leaving the trained ones as they are.
 
     Examples
     --------
@@ -61,6 +85,18 @@ pad_before_transform, optimizer_kwargs
     ...             verbose=False, seed=0).fit(X, position)
     >>> model.transform(X).shape
     (600, 3)
+
+    Two sessions with 20 and 30 units, then a third added to their latent space:
+
+    >>> sessions = [rng.normal(size=(300, 20)), rng.normal(size=(300, 30))]
+    >>> labels = [rng.normal(size=(300, 2)) for _ in sessions]
+    >>> model = NER(label_layout=LabelLayout(), max_iterations=5, batch_size=64,
+    ...             verbose=False, seed=0).fit(sessions, labels)
+    >>> model.transform(sessions[1], session_id=1).shape
+    (300, 3)
+    >>> model.add_session(rng.normal(size=(300, 25)), rng.normal(size=(300, 2)),
+    ...                   max_iterations=5)
+    2
     """
 
     def __init__(
@@ -82,6 +118,7 @@ pad_before_transform, optimizer_kwargs
         label_layout: LabelLayout = PAPER_LAYOUT,
         positive_labels: Literal["reference", "own"] = "reference",
         exact_search: bool = True,
+        multisession_positives: Literal["across", "within"] = "across",
         seed: int | None = None,
     ):
         super().__init__(
@@ -96,24 +133,45 @@ pad_before_transform, optimizer_kwargs
         self.label_layout = label_layout
         self.positive_labels = positive_labels
         self.exact_search = exact_search
+        self.multisession_positives = multisession_positives
         self.seed = seed
 
     # --- the seams CEBRA's estimator builds a fit from -----------------------
 
     def partial_fit(self, X, *y, **kwargs):
         # CEBRA reads y's dtype before any seam sees it: DataFrames become arrays first.
-        return super().partial_fit(_numpy(X), *(_numpy(label) for label in y), **kwargs)
+        if _is_sessions(X):
+            X = [np.asarray(_numpy(session)) for session in X]
+            y = tuple([np.asarray(_numpy(session)) for session in label]
+                      if isinstance(label, (list, tuple)) else label for label in y)
+        else:
+            X, y = _numpy(X), tuple(_numpy(label) for label in y)
+        super().partial_fit(X, *y, **kwargs)
+        if self.num_sessions_ is not None:
+            self._keep_anchors(self.state_[2].dataset)
+        return self
 
-    def transform(self, X, *args, **kwargs):
-        return super().transform(_numpy(X), *args, **kwargs)
+    def transform(self, X, batch_size: int | None = None, session_id: int | None = None):
+        """Embed ``X``; for a multi-session model, ``session_id`` names the session's encoder."""
+        session_id = self._check_session_id(session_id)
+        return super().transform(_numpy(X), batch_size=batch_size, session_id=session_id)
 
     def _prepare_data(self, X, y):
+        if _is_sessions(X):
+            X, labels = self._check_sessions(X, y)
+            return super()._prepare_data(X, (labels,))
         X, label = self._check_inputs(X, y)
         return super()._prepare_data(X, (label,))
 
     def _prepare_loader(self, dataset, max_iterations, is_multisession):
         if is_multisession:
-            raise NotImplementedError("NER trains on one session at a time.")
+            return MultiSessionRankLoader(
+                dataset=dataset, batch_size=self.batch_size,
+                num_steps=max_iterations, time_offset=self.time_offsets,
+                search_columns=self._layout().search_columns(dataset.continuous_index.shape[1]),
+                positives=self.multisession_positives, positive_labels=self.positive_labels,
+                exact_search=self.exact_search, seed=self.seed,
+            ), "ner-multi-session"
         return RankLoader(
             dataset=dataset, batch_size=self.batch_size,
             num_steps=max_iterations, time_offset=self.time_offsets,
@@ -158,6 +216,136 @@ pad_before_transform, optimizer_kwargs
                              f"{self.batch_size}; lower batch_size.")
         return X, label.astype(np.float32)
 
+    def _check_sessions(self, X: list, y: tuple):
+        """:meth:`_check_inputs` for each session of a multi-session fit, and what they must share."""
+        if len(y) != 1:
+            raise ValueError(f"NER.fit takes one list of label arrays y, got {len(y)}.")
+        labels = y[0]
+        if not isinstance(labels, (list, tuple)):
+            raise ValueError(f"X is a list of {len(X)} session(s), so y must be a list of as many "
+                             f"label arrays, one per session; got {type(labels).__name__}.")
+        if len(X) != len(labels):
+            raise ValueError(f"X holds {len(X)} session(s) but y holds {len(labels)}; pass one "
+                             "label array per session.")
+        if len(X) < 2:
+            # CEBRA's multi-session dataset takes two or more.
+            raise ValueError(f"X holds {len(X)} session(s); a multi-session fit takes a list of two "
+                             "or more (samples x units) arrays, a single session fit(X, y).")
+        widths = [(np.shape(label)[1:2] or (1,))[0] for label in labels]
+        if len(set(widths)) > 1:
+            raise ValueError(f"the sessions' labels differ in width: y has {widths} column(s) per "
+                             "session; every session needs the same label columns.")
+        checked = []
+        for number, (session, label) in enumerate(zip(X, labels)):
+            if len(session) == 0 or len(label) == 0:
+                raise ValueError(f"session {number} is empty (0 samples).")
+            try:
+                checked.append(self._check_inputs(session, (label,)))
+            except ValueError as error:
+                raise ValueError(f"session {number}: {error}") from error
+        return [session for session, _ in checked], [label for _, label in checked]
+
+    def _check_session_id(self, session_id):
+        """``session_id`` as an int naming one of the model's sessions (None for a single-session
+        model), or a ValueError: CEBRA raises a RuntimeError."""
+        count = getattr(self, "num_sessions_", None)
+        if count is None:
+            if session_id not in (None, 0):
+                raise ValueError(f"session_id={session_id!r}, but this NER model was fitted on a "
+                                 "single session; leave session_id out.")
+            return session_id
+        if session_id is None:
+            raise ValueError(f"this NER model holds {count} sessions, one encoder each: pass "
+                             f"session_id, an integer from 0 to {count - 1}.")
+        if (isinstance(session_id, bool) or not isinstance(session_id, numbers.Integral)
+                or not 0 <= session_id < count):
+            raise ValueError(f"session_id={session_id!r} is out of range: this NER model holds "
+                             f"{count} sessions, 0 to {count - 1}.")
+        return int(session_id)
+
+    # --- a new session in a trained latent space --------------------------------
+
+    def _keep_anchors(self, dataset):
+        """Keep, from each training session, at most MAX_ANCHORS_PER_SESSION samples (drawn with
+        ``seed``): their frozen embeddings and labels, which :meth:`add_session` aligns to."""
+        rng = np.random.default_rng(self.seed)
+        embeddings, labels = [], []
+        for number, session in enumerate(dataset.iter_sessions()):
+            keep = torch.from_numpy(np.sort(rng.choice(
+                len(session), min(len(session), MAX_ANCHORS_PER_SESSION), replace=False)))
+            # The whole session: a convolutional encoder sees each sample's context.
+            embedding = self.solver_.transform(session.neural, self.pad_before_transform,
+                                               session_id=number)
+            embeddings.append(embedding[keep.to(embedding.device)].cpu())
+            labels.append(session.continuous_index[keep.to(session.continuous_index.device)].cpu())
+        self.anchor_embeddings_, self.anchor_labels_ = torch.cat(embeddings), torch.cat(labels)
+
+    def add_session(self, X, y, max_iterations: int | None = None,
+                    seed: int | None = None) -> int:
+        """Fit an encoder for a new session into the trained latent space; return its session_id.
+
+        Only the new encoder is trained: the others, and so every embedding of the training
+        sessions, stay as they are. At fit time the model keeps, from each training session, at
+        most ``MAX_ANCHORS_PER_SESSION`` (4096) samples drawn with ``seed``: their frozen
+        embeddings and labels, saved with the model. Adaptation draws references from the new session through its new encoder and, as
+        their positives, the anchors whose labels lie nearest to CEBRA's ``time_delta`` query (the
+        reference's labels plus a difference over ``time_offsets`` samples of the new session), and
+        minimises the rank loss over them, positives ranked by their own labels: the new session's
+        embeddings come to rank by label among the training sessions' fixed ones.
+
+        Parameters
+        ----------
+        X : array of shape (samples, units)
+            The new session's neural activity; any number of units.
+        y : array of shape (samples, label columns)
+            Its labels, the columns the model was fitted on.
+        max_iterations : int or None
+            Training steps; None takes ``max_adapt_iterations``.
+        seed : int or None
+            Seeds the new encoder and the sampling; None takes the model's ``seed``.
+
+        Returns
+        -------
+        int
+            The new session's ``session_id`` for :meth:`transform`.
+        """
+        if not sklearn_utils.check_fitted(self) or self.num_sessions_ is None:
+            raise ValueError("add_session needs a fitted multi-session model: fit NER on a list "
+                             "of sessions first.")
+        given = np.asarray(_numpy(y))  # CEBRA records the labels' type as given
+        X, label = self._check_inputs(_numpy(X), (given,))
+        if label.shape[1] != self.anchor_labels_.shape[1]:
+            raise ValueError(f"y has {label.shape[1]} label column(s), the model was fitted on "
+                             f"{self.anchor_labels_.shape[1]}.")
+        seed = self.seed if seed is None else seed
+        dataset, _ = super()._prepare_data(X, (label,))
+        encoder = seeded(seed, lambda: super(NER, self)._prepare_model(dataset, False))
+        self._configure_for_all(dataset, encoder, False)
+        loader = AnchorLoader(
+            dataset=dataset, batch_size=self.batch_size,
+            num_steps=self.max_adapt_iterations if max_iterations is None else max_iterations,
+            time_offset=self.time_offsets, search_columns=self._layout().search_columns(label.shape[1]),
+            exact_search=self.exact_search, seed=seed,
+            anchor_embeddings=self.anchor_embeddings_, anchor_labels=self.anchor_labels_)
+        solver = AnchoredSolver(model=encoder, criterion=self._prepare_criterion().to(self.device_),
+                                optimizer=self._optimizer(encoder, None), tqdm_on=self.verbose)
+        solver.fit(loader)
+
+        self.solver_.model.append(encoder)
+        self.model_ = self.solver_.model
+        # Adam's moments belong to the parameters of the fit; a fresh one spans every encoder.
+        self.solver_.optimizer = self._optimizer(self.model_, self.solver_.criterion)
+        self.num_sessions_ = self.solver_.num_sessions = self.num_sessions_ + 1
+        self.n_features_ = self.solver_.n_features = [*self.n_features_, X.shape[1]]
+        self.n_features_in_ = [*self.n_features_in_, X.shape[1]]
+        self.label_types_ = [[*self.label_types_[0], (given.dtype, given.shape)]]
+        return self.num_sessions_ - 1
+
+    def _optimizer(self, model, criterion) -> torch.optim.Adam:
+        parameters = model.parameters() if criterion is None else itertools.chain(
+            model.parameters(), criterion.parameters())
+        return torch.optim.Adam(parameters, lr=self.learning_rate, **dict(self.optimizer_kwargs))
+
     # --- persistence -------------------------------------------------------------
 
     def _get_state(self):
@@ -165,8 +353,12 @@ pad_before_transform, optimizer_kwargs
         # without allow-listing numpy or CEBRA classes; the offset is recomputed.
         state = super()._get_state()
         del state["offset_"]
-        state["label_types_"] = [(np.dtype(dtype).str, tuple(shape))
-                                 for dtype, shape in state["label_types_"]]
+        state["label_types_"] = _map_label_types(
+            state["label_types_"], self.num_sessions_ is not None,
+            lambda dtype, shape: (np.dtype(dtype).str, tuple(shape)))
+        if self.num_sessions_ is not None:
+            state["anchor_embeddings_"] = self.anchor_embeddings_.cpu()
+            state["anchor_labels_"] = self.anchor_labels_.cpu()
         return state
 
     def _get_state_dict(self):
@@ -204,26 +396,43 @@ pad_before_transform, optimizer_kwargs
         estimator = cls(**args)
         for key, value in state.items():
             setattr(estimator, key, value)
-        estimator.label_types_ = [(np.dtype(dtype), torch.Size(shape))
-                                  for dtype, shape in state["label_types_"]]
+        multisession = estimator.num_sessions_ is not None
+        estimator.label_types_ = _map_label_types(
+            state["label_types_"], multisession,
+            lambda dtype, shape: (np.dtype(dtype), torch.Size(shape)))
         estimator.offset_ = estimator._compute_offset()
         estimator.device_ = sklearn_utils.check_device(estimator.device)
 
-        model = cebra.models.init(
-            estimator.model_architecture, num_neurons=state["n_features_in_"],
-            num_units=estimator.num_hidden_units,
-            num_output=estimator.output_dimension)
+        def encoder(num_neurons):
+            return cebra.models.init(
+                estimator.model_architecture, num_neurons=num_neurons,
+                num_units=estimator.num_hidden_units,
+                num_output=estimator.output_dimension)
+
+        features = state["n_features_in_"]
+        model = (nn.ModuleList([encoder(n) for n in features]) if multisession
+                 else encoder(features))
         criterion = estimator._prepare_criterion()
-        optimizer = torch.optim.Adam(
-            itertools.chain(model.parameters(), criterion.parameters()),
-            lr=estimator.learning_rate, **dict(estimator.optimizer_kwargs))
         solver = cebra.solver.init(state["solver_name_"], model=model,
-                                   criterion=criterion, optimizer=optimizer,
+                                   criterion=criterion,
+                                   optimizer=estimator._optimizer(model, criterion),
                                    tqdm_on=estimator.verbose)
         solver.load_state_dict(checkpoint["state_dict"])
         solver.to(estimator.device_)
         estimator.model_, estimator.solver_ = model, solver
         return estimator
+
+
+def _is_sessions(X) -> bool:
+    """Whether ``X`` is a multi-session input: a list of (samples x units) arrays."""
+    return isinstance(X, (list, tuple)) and (not X or any(np.ndim(x) >= 2 for x in X))
+
+
+def _map_label_types(label_types, multisession: bool, convert):
+    """CEBRA's ``label_types_`` (per label set, and per session if multi-session) converted."""
+    if multisession:
+        return [[convert(*types) for types in sessions] for sessions in label_types]
+    return [convert(*types) for types in label_types]
 
 
 def _numpy(array):
