@@ -4,8 +4,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from ner.viz import figures, plotting
 from ner.data import synthetic_session
+from ner.viz import figures, plotting
 
 
 def cache_of(embedding_train, embedding_test, session):
@@ -57,4 +57,30 @@ def test_paired_scores_draw_the_range_over_seeds_where_there_are_several():
     ranges = sorted((tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.lines
                     if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
     assert ranges == [((0, 0), (0.5, 0.7)), ((1, 1), (0.2, 0.4))]
+    plt.close(fig)
+
+
+def test_paired_scores_print_medians_and_the_papers_value_under_the_names_not_on_the_data():
+    fig, ax = plt.subplots()
+    medians = plotting.plot_paired_scores(ax, [[0.6, 0.8, 0.7], [0.3, 0.1, np.nan]], ["NER", "UMAP"], "score",
+                                          paper=[0.9, np.nan])
+    np.testing.assert_allclose(medians, [0.7, 0.2])
+    assert not ax.texts  # nothing drawn over the bars and points
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["NER\n0.70\n(paper 0.90)", "UMAP\n0.20"]
+    plt.close(fig)
+
+
+def test_constrained_layouts_are_saved_snapped_and_keep_their_engine(tmp_path):
+    fig, axes = plt.subplots(2, 2, layout="constrained")
+    fig.colorbar(axes[0, 0].imshow(np.eye(3)), ax=axes[0, 0])
+    for ax in axes.ravel():
+        ax.set_title("a title that takes room")
+    engine = fig.get_layout_engine()
+    plotting.save_figure(fig, tmp_path / "snapped", formats=("pdf",))
+    assert fig.get_layout_engine() is engine
+    for ax in fig.axes:
+        bounds = np.array(ax.get_position(original=True).bounds)
+        assert np.abs(bounds - np.round(bounds, 9)).max() < 1e-14  # on the 1e-9 grid, up to the width's subtraction
+        assert ax.get_in_layout()
+    assert (tmp_path / "snapped.pdf").read_bytes().startswith(b"%PDF")
     plt.close(fig)

@@ -122,3 +122,47 @@ def test_a_row_needs_one_axis_per_method():
     with pytest.raises(ValueError, match="3 methods need as many axes"):
         matrices.draw_matrix_row(axes, synthetic_table(units), units, "knn", ["ner", "cebra3d", "pivae"], "velocity_r2")
     plt.close(fig)
+
+
+def planar(cache, degrees=0.0):
+    """The first two latent columns of ``cache``, rotated by ``degrees``: a 2-D embedding such as UMAP's."""
+    rotation = rotation_about_z(degrees)[:2, :2]
+    return {**cache, "train_embedding": cache["train_embedding"][:, :2] @ rotation,
+            "test_embedding": cache["test_embedding"][:, :2] @ rotation}
+
+
+def test_two_dimensional_latents_are_drawn_in_plain_axes_and_aligned():
+    units = ["Chewie_20150629_M1", "Chewie_20161007_M1"]
+    caches = {unit: planar(synthetic_cache(seed=k), 60 * (1 - k)) for k, unit in enumerate(units)}
+    stages = latents.stage_latents(caches, units[-1])
+    before, after = (stages[units[0]][stage][2] for stage in latents.STAGES)
+    assert before.shape == (8, TRIAL_LENGTH, 2)
+    assert np.abs(after - stages[units[-1]]["before"][2]).max() < 0.05 < np.abs(before - after).max()
+    fig = latents.draw_latents({"umap": stages}, units[-1])
+    panels = [ax for ax in fig.axes if ax.name != "polar"]
+    assert len(panels) == len(latents.STAGES) * 2 * len(units) and {ax.name for ax in panels} == {"rectilinear"}
+    # Axes are made unit by unit, points then averages: panels[1] is the first unit's averages, before alignment,
+    # one line per direction through its average.
+    lines = [np.column_stack(line.get_data()) for line in panels[1].lines]
+    np.testing.assert_allclose(np.stack(lines), before)
+    assert panels[0].get_xticks().size == 0 and "UMAP\nsingle-bin points" in [t.get_text() for t in panels[0].texts]
+    plt.close(fig)
+
+
+def test_latents_without_an_anchor_are_one_block_and_can_be_averages_only():
+    units = ["Chewie_20150629_M1", "Chewie_20161007_M1"]
+    caches = {unit: synthetic_cache(rotation_about_z(30 * k), seed=k) for k, unit in enumerate(units)}
+    stages = latents.stage_latents(caches)
+    assert all(list(stages[unit]) == ["before"] for unit in units)
+    fig = plt.figure()
+    parent = fig.subfigures(1, 2)[0]  # drawn into a subfigure, as beside other panels
+    assert latents.draw_latents({"pca": stages, "dpca": stages}, fig=parent, rows=("averages",), key=False) is parent
+    panels = [ax for ax in fig.axes if ax.name == "3d"]
+    assert len(panels) == 2 * len(units)  # one row per method
+    assert not any(ax.name == "polar" for ax in fig.axes)
+    titles = [ax.get_title() for ax in panels if ax.get_title()]
+    assert titles == ["2015-06-29", "2016-10-07"]  # no anchor to mark
+    assert all("single-bin" not in t.get_text() for ax in panels for t in ax.texts)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="anchor"):
+        latents.draw_latents({"ner": latents.stage_latents(caches, units[-1])})

@@ -23,7 +23,7 @@ STYLE = {
     "ner": ("#1f77b4", "*", "NER"), "cebra3d": ("#ff7f0e", "^", "Cebra"), "pivae": ("#2ca02c", "d", "piVAE"),
     "umap_label": ("#9467bd", "o", "UMAP_label"), "umap": ("#d62728", "s", "UMAP"),
     "cebra16d": ("#e377c2", "v", None), "ner_own_positives": ("#17becf", "P", None),
-    "ner_search_all": ("#8c564b", "X", None),
+    "ner_search_all": ("#8c564b", "X", None), "pca": ("#7f7f7f", "h", None), "dpca": ("#bcbd22", "p", None),
 }
 
 

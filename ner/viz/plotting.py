@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from ner.atomic import atomic_write
 
@@ -45,16 +46,52 @@ _METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer"
              "svg": {"Date": None, "Creator": None}}
 
 
+# Constrained layout's solver (kiwisolver) sums each constraint's terms in the order of their memory addresses,
+# so its positions change in the last bits from one process to the next: enough to flip the tenth decimal of
+# a text position in a PDF now and then. Rounded to 1e-9 of the figure (1e-6 pt on a 15-inch figure), they do not.
+_SNAP_DECIMALS = 9
+
+
+def snap_layout(fig, decimals=_SNAP_DECIMALS):
+    """Round the position of every axes and subfigure of ``fig`` to ``decimals`` (figure fractions)."""
+    for ax in fig.axes:
+        in_layout = ax.get_in_layout()
+        ax.set_position(np.round(ax.get_position(original=True).bounds, decimals), which="original")
+        ax.set_position(np.round(ax.get_position().bounds, decimals), which="active")
+        ax.set_in_layout(in_layout)  # set_position takes an axes out of the layout; keep it where it was
+    pending = list(fig.subfigs)
+    while pending:
+        sub = pending.pop()
+        sub.bbox_relative.set_points(np.round(sub.bbox_relative.get_points(), decimals))
+        pending.extend(sub.subfigs)
+
+
+class _SnappedConstrainedLayout(ConstrainedLayoutEngine):
+    """Constrained layout, then :func:`snap_layout`."""
+
+    def execute(self, fig):
+        info = super().execute(fig)
+        snap_layout(fig)
+        return info
+
+
 def save_figure(fig, path_stem, formats=("png", "pdf")) -> list[Path]:
     """Write ``fig`` as ``<path_stem>.<format>`` for each format, atomically and byte-for-byte reproducibly."""
     path_stem = Path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
+    engine = fig.get_layout_engine()
+    if type(engine) is ConstrainedLayoutEngine:  # each format is laid out anew, each time snapped
+        fig.set_layout_engine(_SnappedConstrainedLayout(**engine.get(), compress=getattr(engine, "_compress", False)))
     written = []
-    for fmt in formats:
-        target = path_stem.with_suffix(f".{fmt}")
-        with atomic_write(target) as part:
-            fig.savefig(part, format=fmt, dpi=150, bbox_inches="tight", metadata=_METADATA.get(fmt))
-        written.append(target)
+    try:
+        for fmt in formats:
+            target = path_stem.with_suffix(f".{fmt}")
+            with atomic_write(target) as part:
+                fig.savefig(part, format=fmt, dpi=150, bbox_inches="tight", metadata=_METADATA.get(fmt))
+            written.append(target)
+    finally:
+        if engine is not None and fig.get_layout_engine() is not engine:
+            fig.set_layout_engine(engine)
     return written
 
 
@@ -69,11 +106,13 @@ def plot_trial_averages_3d(ax, averages, angles_deg, title=""):
     return ax
 
 
-def plot_paired_scores(ax, values, method_labels, ylabel, per_seed=None):
+def plot_paired_scores(ax, values, method_labels, ylabel, per_seed=None, fmt="{:.2f}", paper=None) -> np.ndarray:
     """Scores of several methods (methods x sessions): one grey line per session, a bar at the median.
 
-    ``per_seed`` (methods x sessions x seeds, NaN where a seed is missing) draws each point's range over
-    the seeds as a vertical line, where it has two seeds or more.
+    The medians are printed under the method names, clear of the data, and under them the paper's value
+    of the same score where ``paper`` (one per method, NaN where it has none) gives one. ``per_seed``
+    (methods x sessions x seeds, NaN where a seed is missing) draws each point's range over the seeds as a
+    vertical line, where it has two seeds or more. Returns the medians.
     """
     values = np.asarray(values, dtype=float)
     positions = np.arange(len(values))
@@ -89,12 +128,13 @@ def plot_paired_scores(ax, values, method_labels, ylabel, per_seed=None):
             ax.plot([positions[m]] * 2, [low[m, s], high[m, s]], color="0.35", lw=1.2, zorder=2)
     medians = np.nanmedian(values, axis=1)
     ax.bar(positions, medians, width=0.6, color="tab:blue", alpha=0.35, zorder=0)
-    for x, median in zip(positions, medians):
-        ax.text(x, median, f"{median:.2f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(positions, method_labels, fontsize=7, rotation=20)
+    theirs = np.full(len(values), np.nan) if paper is None else np.asarray(paper, dtype=float)
+    names = [f"{name}\n{fmt.format(ours)}" + (f"\n(paper {fmt.format(their)})" if np.isfinite(their) else "")
+             for name, ours, their in zip(method_labels, medians, theirs)]
+    ax.set_xticks(positions, names, fontsize=7)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
-    return ax
+    return medians
 
 
 def mean_and_sem(curves) -> tuple[np.ndarray, np.ndarray]:
