@@ -191,6 +191,15 @@ def test_add_session_refuses_what_it_cannot_align(trained, sessions):
         wide.add_session(sessions[2].neural, sessions[2].labels[:, :2])
 
 
+def test_add_session_takes_a_few_calibration_trials_with_a_smaller_batch(trained, sessions):
+    model = copy.deepcopy(trained)
+    few = sessions[2].neural[:40], sessions[2].labels[:40]  # one trial: fewer samples than the batch
+    with pytest.raises(ValueError, match="fewer than batch_size=64"):
+        model.add_session(*few, max_iterations=2)
+    assert model.add_session(*few, max_iterations=2, batch_size=40) == 2
+    assert model.transform(sessions[2].neural, session_id=2).shape == (len(sessions[2].neural), 3)
+
+
 def _sessions_with(sessions, number, X=None, y=None):
     neural, labels = _neural(sessions[:2]), _labels(sessions[:2])
     neural[number] = neural[number] if X is None else X(neural[number])

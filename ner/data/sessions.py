@@ -117,14 +117,15 @@ class Session:
     @property
     def train(self) -> Session:
         """The first ``n_train_trials`` trials."""
-        return self._trials(0, self.n_train_trials)
+        return self.trials(0, self.n_train_trials)
 
     @property
     def test(self) -> Session:
         """The trials after the training split."""
-        return self._trials(self.n_train_trials, self.n_trials)
+        return self.trials(self.n_train_trials, self.n_trials)
 
-    def _trials(self, start: int, stop: int) -> Session:
+    def trials(self, start: int, stop: int) -> Session:
+        """Trials ``start`` to ``stop`` (exclusive), in recording order."""
         if start == stop:
             raise ValueError(
                 f"{self.name}: {self.n_trials} trial(s) leave a split empty; the 80/20 split needs 2 or more"

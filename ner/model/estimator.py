@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import numbers
 from typing import Literal
 
 import cebra
 import cebra.integrations.sklearn.utils as sklearn_utils
 import numpy as np
 import torch
-from sklearn.utils import check_array
 from torch import nn
 
 import ner.model.solver  # noqa: F401  (registers the "ner-single-session" solver with CEBRA)
 from ner.atomic import atomic_write
 from ner.data.labels import PAPER_LAYOUT, LabelLayout
+from ner.model.inputs import check_inputs, check_session_id, check_sessions
 from ner.model.loader import RankLoader
 from ner.model.loss import LabelDistance, RankLoss
 from ner.model.multisession import (
@@ -153,14 +152,14 @@ pad_before_transform, optimizer_kwargs
 
     def transform(self, X, batch_size: int | None = None, session_id: int | None = None):
         """Embed ``X``; for a multi-session model, ``session_id`` names the session's encoder."""
-        session_id = self._check_session_id(session_id)
+        session_id = check_session_id(session_id, getattr(self, "num_sessions_", None))
         return super().transform(_numpy(X), batch_size=batch_size, session_id=session_id)
 
     def _prepare_data(self, X, y):
         if _is_sessions(X):
-            X, labels = self._check_sessions(X, y)
+            X, labels = check_sessions(X, y, self._layout(), self.batch_size)
             return super()._prepare_data(X, (labels,))
-        X, label = self._check_inputs(X, y)
+        X, label = check_inputs(X, y, self._layout(), self.batch_size)
         return super()._prepare_data(X, (label,))
 
     def _prepare_loader(self, dataset, max_iterations, is_multisession):
@@ -194,75 +193,6 @@ pad_before_transform, optimizer_kwargs
                              f"{type(self.label_layout).__name__}")
         return self.label_layout
 
-    def _check_inputs(self, X, y: tuple):
-        """Reject what CEBRA would accept silently or fail on deep inside torch."""
-        if len(y) != 1:
-            raise ValueError(f"NER.fit takes one label array y, got {len(y)}.")
-        # partial_fit already made tensors and DataFrames arrays.
-        X = check_array(X, dtype=np.float32, input_name="X")
-        label = np.asarray(y[0])
-        if label.ndim == 1:
-            label = label[:, None]  # one continuous variable
-        label = check_array(label, dtype=None, input_name="y")
-        if not np.issubdtype(label.dtype, np.floating):
-            raise ValueError(
-                f"y has dtype {label.dtype}; NER ranks continuous labels, and CEBRA "
-                "would take integer labels as discrete. Pass y.astype(float).")
-        if len(X) != len(label):
-            raise ValueError(f"X has {len(X)} samples but y has {len(label)}.")
-        self._layout().check(label.shape[1])
-        if self.batch_size is None or len(X) < self.batch_size:
-            raise ValueError(f"X has {len(X)} samples, fewer than batch_size="
-                             f"{self.batch_size}; lower batch_size.")
-        return X, label.astype(np.float32)
-
-    def _check_sessions(self, X: list, y: tuple):
-        """:meth:`_check_inputs` for each session of a multi-session fit, and what they must share."""
-        if len(y) != 1:
-            raise ValueError(f"NER.fit takes one list of label arrays y, got {len(y)}.")
-        labels = y[0]
-        if not isinstance(labels, (list, tuple)):
-            raise ValueError(f"X is a list of {len(X)} session(s), so y must be a list of as many "
-                             f"label arrays, one per session; got {type(labels).__name__}.")
-        if len(X) != len(labels):
-            raise ValueError(f"X holds {len(X)} session(s) but y holds {len(labels)}; pass one "
-                             "label array per session.")
-        if len(X) < 2:
-            # CEBRA's multi-session dataset takes two or more.
-            raise ValueError(f"X holds {len(X)} session(s); a multi-session fit takes a list of two "
-                             "or more (samples x units) arrays, a single session fit(X, y).")
-        widths = [(np.shape(label)[1:2] or (1,))[0] for label in labels]
-        if len(set(widths)) > 1:
-            raise ValueError(f"the sessions' labels differ in width: y has {widths} column(s) per "
-                             "session; every session needs the same label columns.")
-        checked = []
-        for number, (session, label) in enumerate(zip(X, labels)):
-            if len(session) == 0 or len(label) == 0:
-                raise ValueError(f"session {number} is empty (0 samples).")
-            try:
-                checked.append(self._check_inputs(session, (label,)))
-            except ValueError as error:
-                raise ValueError(f"session {number}: {error}") from error
-        return [session for session, _ in checked], [label for _, label in checked]
-
-    def _check_session_id(self, session_id):
-        """``session_id`` as an int naming one of the model's sessions (None for a single-session
-        model), or a ValueError: CEBRA raises a RuntimeError."""
-        count = getattr(self, "num_sessions_", None)
-        if count is None:
-            if session_id not in (None, 0):
-                raise ValueError(f"session_id={session_id!r}, but this NER model was fitted on a "
-                                 "single session; leave session_id out.")
-            return session_id
-        if session_id is None:
-            raise ValueError(f"this NER model holds {count} sessions, one encoder each: pass "
-                             f"session_id, an integer from 0 to {count - 1}.")
-        if (isinstance(session_id, bool) or not isinstance(session_id, numbers.Integral)
-                or not 0 <= session_id < count):
-            raise ValueError(f"session_id={session_id!r} is out of range: this NER model holds "
-                             f"{count} sessions, 0 to {count - 1}.")
-        return int(session_id)
-
     # --- a new session in a trained latent space --------------------------------
 
     def _keep_anchors(self, dataset):
@@ -281,7 +211,8 @@ pad_before_transform, optimizer_kwargs
         self.anchor_embeddings_, self.anchor_labels_ = torch.cat(embeddings), torch.cat(labels)
 
     def add_session(self, X, y, max_iterations: int | None = None,
-                    seed: int | None = None) -> int:
+                    seed: int | None = None, batch_size: int | None = None,
+                    learning_rate: float | None = None) -> int:
         """Fit an encoder for a new session into the trained latent space; return its session_id.
 
         Only the new encoder is trained: the others, and so every embedding of the training
@@ -303,6 +234,11 @@ pad_before_transform, optimizer_kwargs
             Training steps; None takes ``max_adapt_iterations``.
         seed : int or None
             Seeds the new encoder and the sampling; None takes the model's ``seed``.
+        batch_size : int or None
+            References per step; None takes ``batch_size``. A few calibration trials may hold
+            fewer samples than the fit's batch.
+        learning_rate : float or None
+            Adam's step size for the new encoder; None takes ``learning_rate``.
 
         Returns
         -------
@@ -313,7 +249,8 @@ pad_before_transform, optimizer_kwargs
             raise ValueError("add_session needs a fitted multi-session model: fit NER on a list "
                              "of sessions first.")
         given = np.asarray(_numpy(y))  # CEBRA records the labels' type as given
-        X, label = self._check_inputs(_numpy(X), (given,))
+        X, label = check_inputs(_numpy(X), (given,), self._layout(),
+                                self.batch_size if batch_size is None else batch_size)
         if label.shape[1] != self.anchor_labels_.shape[1]:
             raise ValueError(f"y has {label.shape[1]} label column(s), the model was fitted on "
                              f"{self.anchor_labels_.shape[1]}.")
@@ -322,13 +259,14 @@ pad_before_transform, optimizer_kwargs
         encoder = seeded(seed, lambda: super(NER, self)._prepare_model(dataset, False))
         self._configure_for_all(dataset, encoder, False)
         loader = AnchorLoader(
-            dataset=dataset, batch_size=self.batch_size,
+            dataset=dataset, batch_size=self.batch_size if batch_size is None else batch_size,
             num_steps=self.max_adapt_iterations if max_iterations is None else max_iterations,
             time_offset=self.time_offsets, search_columns=self._layout().search_columns(label.shape[1]),
             exact_search=self.exact_search, seed=seed,
             anchor_embeddings=self.anchor_embeddings_, anchor_labels=self.anchor_labels_)
         solver = AnchoredSolver(model=encoder, criterion=self._prepare_criterion().to(self.device_),
-                                optimizer=self._optimizer(encoder, None), tqdm_on=self.verbose)
+                                optimizer=self._optimizer(encoder, None, learning_rate),
+                                tqdm_on=self.verbose)
         solver.fit(loader)
 
         self.solver_.model.append(encoder)
@@ -341,10 +279,11 @@ pad_before_transform, optimizer_kwargs
         self.label_types_ = [[*self.label_types_[0], (given.dtype, given.shape)]]
         return self.num_sessions_ - 1
 
-    def _optimizer(self, model, criterion) -> torch.optim.Adam:
+    def _optimizer(self, model, criterion, learning_rate=None) -> torch.optim.Adam:
         parameters = model.parameters() if criterion is None else itertools.chain(
             model.parameters(), criterion.parameters())
-        return torch.optim.Adam(parameters, lr=self.learning_rate, **dict(self.optimizer_kwargs))
+        return torch.optim.Adam(parameters, lr=learning_rate or self.learning_rate,
+                                **dict(self.optimizer_kwargs))
 
     # --- persistence -------------------------------------------------------------
 

@@ -44,7 +44,7 @@ def _loss_curve(estimator) -> np.ndarray | None:
     return None if curve is None else np.asarray(curve, dtype=np.float32)
 
 
-def _seed_everything(seed):
+def seed_everything(seed):
     # cebra.CEBRA has no seed parameter; the global seed fixes its model initialisation (its time_delta
     # sampler seeds itself from entropy, so stock CEBRA runs still differ slightly). NER seeds its own.
     if seed is None:
@@ -92,7 +92,7 @@ def fit_and_cache(estimator, train, test, target: Path, *, provenance: Mapping, 
     loss curve (trained methods), snapshot embeddings when ``snapshots`` are asked, the caller's
     ``arrays``, and ``provenance`` completed with the trial counts, sampler, versions, device and wall time.
     """
-    _seed_everything(seed)
+    seed_everything(seed)
     start = time.perf_counter()
     if snapshots:
         hook = _Snapshots(snapshots, train.neural, test.neural)

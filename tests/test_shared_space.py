@@ -1,0 +1,84 @@
+"""One latent space for several sessions, on tiny synthetic sessions: units of a group, caches that
+resume, no-alignment matrices, calibration of a held-out unit, and no test trial in any training."""
+
+import numpy as np
+import pytest
+from test_run import reaching_session
+
+import ner.model
+from ner.data import write_session_mat
+from ner.workflow import shared_space
+from ner.workflow.store import read_npz
+
+FAST = dict(iterations=5, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sessions")
+    for seed, name in enumerate(["Chewie_20990101", "Chewie_20990102", "Chewie_20990103", "Han_20990101"]):
+        area = "S1" if name.startswith("Han") else "M1"
+        write_session_mat(reaching_session(name, seed, area=area), folder / f"{name}_neural_con_dis_index.mat")
+    return folder
+
+
+def test_groups_select_their_units_and_refuse_what_they_cannot_hold(data):
+    assert [(s, a) for s, a, _ in shared_space.group_units("Chewie_M1", data)] == [
+        ("Chewie_20990101", "M1"), ("Chewie_20990102", "M1"), ("Chewie_20990103", "M1")]
+    with pytest.raises(ValueError, match="unknown group 'Chewie'"):
+        shared_space.group_units("Chewie", data)
+    with pytest.raises(ValueError, match="group Han_S1 needs two or more units; found 1"):
+        shared_space.group_units("Han_S1", data)
+    with pytest.raises(ValueError, match="unknown shared-space model 'pca'"):
+        shared_space.fit_shared_space("Chewie_M1", "pca", data_dir=data, out_dir=data)
+
+
+def test_caches_resume_and_the_table_decodes_with_no_alignment(data, tmp_path):
+    paths = [shared_space.fit_shared_space("Chewie_M1", model, data_dir=data, out_dir=tmp_path, **FAST)
+             for model in shared_space.MODELS]
+    again = shared_space.fit_shared_space("Chewie_M1", data_dir=data, out_dir=tmp_path, **FAST)
+    assert again == paths[0] and again.stat().st_mtime_ns == paths[0].stat().st_mtime_ns  # kept
+    other = shared_space.fit_shared_space("Chewie_M1", data_dir=data, out_dir=tmp_path, **{**FAST, "seed": 1})
+    first, second = read_npz(paths[0]), read_npz(other)
+    assert first["provenance"]["units"] == ["Chewie_20990101_M1", "Chewie_20990102_M1", "Chewie_20990103_M1"]
+    assert not np.allclose(first["test_embedding_0"], second["test_embedding_0"])  # the seed counts
+    assert first["train_embedding_2"].shape == (32 * 10, 3)  # 80 % of 40 trials of 10 bins
+
+    assert [p.name for p in (*paths, other)] == ["ner_across_5it_seed0.npz", "cebra_5it_seed0.npz",
+                                                 "ner_across_5it_seed1.npz"]
+    table = read_npz(shared_space.shared_space_table("Chewie_M1", out_dir=tmp_path))  # every cache, by name
+    assert table["variants"].tolist() == ["cebra_5it_seed0", "ner_across_5it_seed0", "ner_across_5it_seed1"]
+    assert table["models"].tolist() == ["cebra", "ner", "ner"] and table["seeds"].tolist() == [0, 0, 1]
+    assert table["position_r2"].shape == (3, 3, 3) and np.isfinite(table["position_r2"]).all()
+    assert table["provenance"]["protocol"] == "no alignment"
+
+
+def test_calibration_fits_only_on_training_trials_of_the_held_out_unit(data, tmp_path, monkeypatch):
+    seen = []
+    fit, add = ner.model.NER.fit, ner.model.NER.add_session
+
+    def spy_fit(self, X, y, **kwargs):
+        seen.extend(X if isinstance(X, list) else [X])
+        return fit(self, X, y, **kwargs)
+
+    def spy_add(self, X, y, **kwargs):
+        seen.append(X)
+        return add(self, X, y, **kwargs)
+
+    monkeypatch.setattr(ner.model.NER, "fit", spy_fit)
+    monkeypatch.setattr(ner.model.NER, "add_session", spy_add)
+    path = shared_space.calibrate("Chewie_M1", "Chewie_20990103_M1", data_dir=data, out_dir=tmp_path,
+                                  trials=(2, None), adapt_iterations=(3, 2), **FAST)
+    result = read_npz(path)
+    assert result["trials"].tolist() == [2, 32] and result["iterations"].tolist() == [2, 3]
+    assert result["adapted_position_r2"].shape == result["scratch_position_r2"].shape == (2, 2)
+    assert np.isfinite(result["adapted_velocity_r2"]).all()
+    # Two trials hold two directions: from scratch, no decoder of its own can be fitted.
+    assert np.isnan(result["scratch_velocity_r2"][0]).all() and np.isfinite(result["scratch_velocity_r2"][1]).all()
+
+    test_rows = set()
+    for _, area, file in shared_space.group_units("Chewie_M1", data):
+        test_rows |= {row.tobytes() for row in ner.data.load_session(file, area).test.neural}
+    assert seen and not any(row.tobytes() in test_rows for X in seen for row in np.asarray(X))
+    with pytest.raises(ValueError, match="Han_20990101_S1 is not a unit of Chewie_M1"):
+        shared_space.calibrate("Chewie_M1", "Han_20990101_S1", data_dir=data, out_dir=tmp_path, **FAST)
