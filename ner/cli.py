@@ -1,4 +1,4 @@
-"""The ``ner`` command: demo, sessions, fetch, compare, reproduce, figures, mc-maze."""
+"""The ``ner`` command: demo, sessions, fetch, compare, reproduce, figures, mc-maze, tune, shared-space."""
 
 from __future__ import annotations
 
@@ -170,6 +170,41 @@ def _mc_maze(args) -> int:
     return 0
 
 
+def _tune(args) -> int:
+    from ner.data import load_session
+    from ner.workflow.tune import format_tuning, tune, tuning_path
+
+    session = load_session(args.session, area=args.area, data_dir=args.data_dir)
+    for name in dict.fromkeys(args.methods):
+        record = tune(session, name, iterations=args.iterations, n_trials=args.trials, out_dir=args.out,
+                      storage=args.storage, workers=args.workers, seed=args.seed, device=args.device,
+                      validation_fraction=args.validation, progress=not args.quiet)
+        print(format_tuning(record))
+        print(f"  settings in {tuning_path(args.out, name, session.name, session.area)}")
+    return 0
+
+
+def _shared_space(args) -> int:
+    from ner.workflow import shared_space
+
+    for group in args.groups:
+        for seed in args.seeds:
+            for model in args.models:
+                path = shared_space.fit_shared_space(
+                    group, model, data_dir=args.data_dir, out_dir=args.out, seed=seed,
+                    iterations=args.iterations, batch_size=args.batch_size, positives=args.positives,
+                    device=args.device, verbose=not args.quiet)
+                print(f"{group} {model} seed {seed}: {path}")
+        print(f"{group}: {shared_space.shared_space_table(group, out_dir=args.out)}")
+        for held_out in args.calibrate or ():
+            if held_out in (f"{s}_{a}" for s, a, _ in shared_space.group_units(group, args.data_dir)):
+                print(shared_space.calibrate(group, held_out, data_dir=args.data_dir, out_dir=args.out,
+                                             seed=args.seeds[0], iterations=args.iterations,
+                                             batch_size=args.batch_size, device=args.device,
+                                             adapt_iterations=args.adapt_iterations or shared_space.ADAPT_ITERATIONS, verbose=not args.quiet))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ner", description="Neural Embeddings Rank on stock CEBRA.")
@@ -239,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
         "into data_NER/mc_maze/ (resumable): the data of Figs 8 and 11")
     _add_mc_maze_arguments(mc_maze)
     mc_maze.set_defaults(run=_mc_maze)
+
+    tune = commands.add_parser(
+        "tune", help="search the CEBRA-family hyperparameters of one session with Optuna (validation trials "
+        "carved from the training trials) into data_NER/tuning/ (resumable, shared by workers)")
+    _add_tune_arguments(tune)
+    tune.set_defaults(run=_tune)
+
+    shared = commands.add_parser(
+        "shared-space", help="multi-session NER (and CEBRA) per group of units into one latent space, decoded "
+        "across units with no alignment; --calibrate fits a held-out unit into it (data_NER/shared_space/)")
+    _add_shared_space_arguments(shared)
+    shared.set_defaults(run=_shared_space)
     return parser
 
 
@@ -294,6 +341,48 @@ def _add_mc_maze_arguments(parser):
     parser.add_argument("--condition-column", choices=CONDITION_COLUMNS, default="trial_type",
                         help="trials-table column the selections' condition ids refer to (default trial_type)")
     parser.add_argument("--force", action="store_true", help="recompute even up-to-date caches")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_tune_arguments(parser):
+    parser.add_argument("--session", required=True, help="session name or .mat path")
+    parser.add_argument("--area", default="M1", help="M1, PMd or S1 (default M1)")
+    parser.add_argument("--data-dir", help="session files (default: $NER_DATA_DIR, else ./data)")
+    parser.add_argument("--methods", nargs="+", default=["ner", "cebra3d"],
+                        help="CEBRA-family methods of ner.methods.METHODS, one study each (default: ner cebra3d)")
+    parser.add_argument("--iterations", type=int, required=True, help="training steps of every trial (fixed)")
+    parser.add_argument("--trials", type=int, default=30,
+                        help="the budget: finished trials per study, over all workers and reruns (default 30)")
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes per study (default 1)")
+    parser.add_argument("--storage", help="an Optuna database URL (sqlite:///path.db, postgresql://...) or a "
+                        "journal file path, shared by workers and machines (default: "
+                        "sqlite:///<out>/tuning/studies.db)")
+    parser.add_argument("--out", default="data_NER", help="folder of the results, <out>/tuning/ (default data_NER)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every trial (default 0)")
+    parser.add_argument("--validation", type=float, default=0.2,
+                        help="share of the training trials, the last ones, that validate (default 0.2)")
+    parser.add_argument("--device", default="cuda_if_available")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_shared_space_arguments(parser):
+    # Names are checked where they are used (ner.workflow.shared_space), so that `ner --help` imports nothing.
+    parser.add_argument("--groups", nargs="+", default=["Chewie_M1"],
+                        help="groups of units, one shared latent space each: Chewie_M1 (default), Mihili_M1, "
+                        "Chewie_M1_PMd, Mihili_M1_PMd, Chewie_Mihili_M1, Han_S1")
+    parser.add_argument("--models", nargs="+", default=["ner", "cebra"], help="ner, cebra (default both)")
+    parser.add_argument("--data-dir", help="session files (default: $NER_DATA_DIR, else ./data)")
+    parser.add_argument("--out", default="data_NER", help="cache folder (default data_NER)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--iterations", type=int, default=5000, help="training steps (default 5000)")
+    parser.add_argument("--batch-size", type=int, default=128, help="references per unit a step (default 128)")
+    parser.add_argument("--positives", choices=["across", "within"], default="across",
+                        help="NER: positives searched in another unit (default) or the reference's own")
+    parser.add_argument("--calibrate", nargs="+", metavar="UNIT",
+                        help="units (<session>_<area>) to hold out and calibrate into the others' space")
+    parser.add_argument("--adapt-iterations", nargs="+", type=int,
+                        help="calibration lengths, each from the same trained space (default 100 250 500 1000 2000)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -1,4 +1,4 @@
-"""The 17 figure notebooks run for real, on the committed data_NER/ caches, into a temporary figures folder."""
+"""The 18 figure notebooks (the paper's 17 and one beyond it) run for real, on the committed data_NER/ caches, into a temporary figures folder."""
 
 import ast
 import json
@@ -17,6 +17,7 @@ EXPECTED = {
     "06": ["fig06a_pmd_latents_aligned", "fig06b_m1_pmd_matrices"], "07": ["fig07a_s1_latents_aligned", "fig07b_s1_matrices"],
     "09": ["fig09_umap"], "10": ["fig10_pca_dpca"], "12": ["fig12_convergence"], "13": ["fig13_accuracy_pmd_s1"],
     "14": ["fig14_knn_cebra16d"], "15": ["fig15_mihili"], "16": ["fig16_protocols"], "17": ["fig17_ablation"],
+    "18": ["fig18_shared_space"],
 }
 MC_MAZE = {"08": ["fig08_mc_maze"], "11": ["fig11_cebra_mc_maze"]}
 
@@ -41,17 +42,18 @@ def test_notebooks_only_read_and_draw(path):
     calls = {node.func.attr for node in ast.walk(tree)
              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
              and isinstance(node.func.value, ast.Name) and node.func.value.id in ("figures", "maze")}
-    readers = {"embedding", "decoding", "cross_session", "result", "parity_report", "published", "load_runs"}
+    readers = {"embedding", "decoding", "cross_session", "result", "shared_space", "parity_report", "published",
+               "load_runs"}
     assert calls & readers, f"{path.name} reads no cache through the library"
 
 
 def test_there_is_one_notebook_per_figure():
     numbers = sorted(path.name[:2] for path in notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
-    assert numbers == [f"{n:02d}" for n in range(1, 18)]
+    assert numbers == [f"{n:02d}" for n in range(1, 19)]
 
 
 @pytest.mark.slow
-def test_all_17_notebooks_write_their_figures(tmp_path, monkeypatch):
+def test_all_18_notebooks_write_their_figures(tmp_path, monkeypatch):
     monkeypatch.setenv("NER_FIGURES_DIR", str(tmp_path))
     monkeypatch.delenv("NER_CACHE_DIR", raising=False)
     expected = dict(EXPECTED)
@@ -64,7 +66,7 @@ def test_all_17_notebooks_write_their_figures(tmp_path, monkeypatch):
 
     timings = run_notebooks(progress=False)
 
-    assert len(timings) == 17
+    assert len(timings) == 18
     names = [name for listed in expected.values() for name in listed]
     for name in names:
         assert (tmp_path / f"{name}.pdf").read_bytes().startswith(b"%PDF"), name

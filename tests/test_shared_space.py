@@ -82,3 +82,16 @@ def test_calibration_fits_only_on_training_trials_of_the_held_out_unit(data, tmp
     assert seen and not any(row.tobytes() in test_rows for X in seen for row in np.asarray(X))
     with pytest.raises(ValueError, match="Han_20990101_S1 is not a unit of Chewie_M1"):
         shared_space.calibrate("Chewie_M1", "Han_20990101_S1", data_dir=data, out_dir=tmp_path, **FAST)
+
+
+def test_command_line_trains_tabulates_and_calibrates(data, tmp_path, capsys):
+    from ner.cli import main
+
+    common = ["--data-dir", str(data), "--out", str(tmp_path), "--iterations", "3", "--batch-size", "32", "--quiet"]
+    assert main(["shared-space", "--models", "ner", "--calibrate", "Chewie_20990103_M1", "--adapt-iterations", "2",
+                 *common]) == 0
+    assert (tmp_path / "shared_space" / "Chewie_M1" / "ner_across_3it_seed0.npz").exists()
+    calibration = read_npz(tmp_path / "results" / "calibration_Chewie_M1_Chewie_20990103_M1.npz")
+    assert calibration["provenance"]["iterations"] == 3 and calibration["iterations"].tolist() == [2]
+    assert main(["shared-space", "--groups", "Chewie_S1", *common]) == 2
+    assert "unknown group 'Chewie_S1'" in capsys.readouterr().err

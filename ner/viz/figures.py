@@ -32,7 +32,7 @@ from ner.workflow.store import (
 )
 
 __all__ = ["BIN_MS", "FIGURES_DIR_ENV", "cache_dir", "figures_dir", "embedding", "decoding", "cross_session",
-           "result", "parity_report", "published", "published_medians", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
+           "result", "shared_space", "parity_report", "published", "published_medians", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
            "direction_offsets", "short_name", "save"]
 
 BIN_MS = 30  # every reaching session is binned at 30 ms
@@ -70,6 +70,13 @@ def cross_session(subject: str, root=None) -> dict:
 def result(name: str, root=None) -> dict:
     """The figure data ``name`` (see :mod:`ner.workflow.figure_data`)."""
     return _read(result_path(root or cache_dir(), name), "ner reproduce")
+
+
+def shared_space(group: str, variant: str, root=None) -> dict:
+    """The embeddings of every unit of ``group`` in one latent space (:mod:`ner.workflow.shared_space`);
+    ``variant`` names the cache, e.g. ``ner_across_5000it_seed0``."""
+    return _read(Path(root or cache_dir()) / "shared_space" / group / f"{variant}.npz",
+                 f"ner shared-space --groups {group}")
 
 
 def parity_report(root=None) -> dict | None:

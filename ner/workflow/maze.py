@@ -21,7 +21,13 @@ from ner.data.nwb import load_mc_maze
 from ner.evaluation.maze import MazeRun
 from ner.methods import make_method
 from ner.workflow.fit import fit_and_cache
-from ner.workflow.store import jsonable, matches, read_npz, remove_stale_parts, settings_of
+from ner.workflow.store import (
+    jsonable,
+    matches,
+    read_npz,
+    remove_stale_parts,
+    settings_of,
+)
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_ITERATIONS", "OURS", "mc_maze_path", "train_mc_maze", "cached_runs"]
 
