@@ -229,7 +229,7 @@ def tune(session: Session, method_name: str = "ner", *, iterations: int, n_trial
         Training steps of every trial (fixed, not searched).
     n_trials : int
         The budget: finished trials of the study, over all workers and reruns.
-    out_dir : path
+    out_dir : str or os.PathLike
         The result goes to :func:`tuning_path` there, and the default storage beside it.
     storage : str, optional
         A database URL or a journal file path (:func:`ner.workflow.studies.open_storage`); default
