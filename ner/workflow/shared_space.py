@@ -93,12 +93,11 @@ def _estimator(model: str, *, iterations, batch_size, seed, positives, device, v
         return NER(max_iterations=iterations, batch_size=batch_size, seed=seed, device=device,
                    multisession_positives=positives, verbose=verbose)
     if model == "cebra":
-        import cebra
+        from ner.methods.cebra_baseline import cebra_baseline
 
-        # Stock CEBRA's multi-session model with the settings of the cebra3d baseline.
-        return cebra.CEBRA(model_architecture="offset1-model", batch_size=batch_size, output_dimension=3,
-                           max_iterations=iterations, conditional="time_delta", time_offsets=1,
-                           learning_rate=1e-4, temperature=1.0, device=device, verbose=verbose)
+        # The cebra3d baseline's settings; stock CEBRA's multi-session sampler draws the positives.
+        return cebra_baseline(max_iterations=iterations, batch_size=batch_size, seed=seed, device=device,
+                              verbose=verbose)
     raise ValueError(f"unknown shared-space model {model!r}; models: {', '.join(MODELS)}")
 
 
