@@ -137,7 +137,8 @@ def _reproduce(args) -> int:
                            sessions=args.sessions, areas=args.areas, iterations=args.iterations,
                            seeds=args.seeds, n_jobs=args.jobs, force=args.force, device=args.device,
                            progress=not args.quiet, snapshots=args.snapshots, backend=args.backend,
-                           method_params=_method_params(args.set), reference_dir=args.reference)
+                           method_params=_method_params(args.set), reference_dir=args.reference,
+                           groups=args.groups)
     print(format_summary(summary))
     return 1 if summary["failed"] else 0
 
@@ -191,9 +192,8 @@ def _shared_space(args) -> int:
         for seed in args.seeds:
             for model in args.models:
                 path = shared_space.fit_shared_space(
-                    group, model, data_dir=args.data_dir, out_dir=args.out, seed=seed,
-                    iterations=args.iterations, batch_size=args.batch_size, positives=args.positives,
-                    device=args.device, verbose=not args.quiet)
+                    group, model, data_dir=args.data_dir, out_dir=args.out, seed=seed, iterations=args.iterations,
+                    batch_size=args.batch_size, positives=args.positives, device=args.device, verbose=not args.quiet)
                 print(f"{group} {model} seed {seed}: {path}")
         print(f"{group}: {shared_space.shared_space_table(group, out_dir=args.out)}")
         for held_out in args.calibrate or ():
@@ -295,7 +295,7 @@ def _add_reproduce_arguments(parser):
     parser.add_argument("--data-dir", help="session files (default: $NER_DATA_DIR, else ./data)")
     parser.add_argument("--out", default="data_NER", help="cache folder (default data_NER)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                        help=f"default: {' '.join(DEFAULT_METHODS)}; any name of ner.methods.METHODS")
+                        help=f"default: {' '.join(DEFAULT_METHODS)}; a name of ner.methods.METHODS, or NAME_tuned (`ner tune`)")
     parser.add_argument("--sessions", nargs="+", help="default: every session found")
     parser.add_argument("--areas", nargs="+", help="default: every area each session records")
     parser.add_argument("--iterations", type=int, help="training steps of the CEBRA-family methods "
@@ -313,6 +313,7 @@ def _add_reproduce_arguments(parser):
     parser.add_argument("--reference", default=os.environ.get("NER_REFERENCE_DIR"),
                         help="the original authors' results (the folder holding upstream_data_NER/), "
                         "for the parity numbers (default: $NER_REFERENCE_DIR)")
+    parser.add_argument("--groups", nargs="+", help="also a shared latent space per group (`ner shared-space`)")
     parser.add_argument("--force", action="store_true", help="recompute even up-to-date caches")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -25,6 +25,7 @@ from ner.workflow.store import (
     Unit,
     cache_path,
     cross_session_path,
+    publish,
     read_npz,
     table_path,
 )
@@ -140,6 +141,19 @@ def test_rerun_skips_and_a_changed_request_or_force_recomputes(tmp_path):
     forced = run(data, out, iterations=25, sessions=["syn1"], force=True)
     assert forced["computed"] == ["ner/seed0/syn1_M1"] and forced["skipped"] == []
     assert mtimes(out)[cache_path(out, Unit("syn1", "M1", "ner"))] > after[cache_path(out, Unit("syn1", "M1", "ner"))]
+
+
+def test_a_cache_made_before_a_parameter_existed_matches_its_old_behaviour_only(tmp_path):
+    data, out = write_sessions(tmp_path / "data", 1), tmp_path / "out"
+    run(data, out)
+    path = cache_path(out, Unit("syn0", "M1", "ner"))
+    cache = read_npz(path)
+    provenance = cache.pop("provenance")
+    del provenance["parameters"]["multisession_positives"]  # as a cache of a version without it
+    publish(path, cache, provenance)
+    assert run(data, out)["skipped"] == ["ner/seed0/syn0_M1"]  # at the value that computes what came before
+    within = run(data, out, method_params={"ner": {**TINY, "multisession_positives": "within"}})
+    assert within["computed"] == ["ner/seed0/syn0_M1"]
 
 
 def test_each_seed_has_its_cache_and_tables_give_every_seed_and_the_median(tmp_path, monkeypatch):

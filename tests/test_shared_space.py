@@ -95,3 +95,24 @@ def test_command_line_trains_tabulates_and_calibrates(data, tmp_path, capsys):
     assert calibration["provenance"]["iterations"] == 3 and calibration["iterations"].tolist() == [2]
     assert main(["shared-space", "--groups", "Chewie_S1", *common]) == 2
     assert "unknown group 'Chewie_S1'" in capsys.readouterr().err
+
+
+def test_reproduce_trains_the_shared_spaces_of_its_methods_and_resumes(data, tmp_path):
+    from ner.workflow.run import run_pipeline
+
+    chewie = ["Chewie_20990101", "Chewie_20990102", "Chewie_20990103"]
+    settings = dict(sessions=chewie, iterations=3, device="cpu", progress=False, groups=["Chewie_M1"],
+                    method_params={"ner": {"batch_size": 32}})
+    summary = run_pipeline(data, tmp_path, methods=["ner", "cebra16d"], **settings)
+    folder = tmp_path / "shared_space" / "Chewie_M1"
+    assert sorted(p.name for p in folder.iterdir()) == ["ner_across_3it_seed0.npz"]  # none of cebra16d
+    table = read_npz(summary["shared_spaces"]["Chewie_M1"])
+    assert table["variants"].tolist() == ["ner_across_3it_seed0"] and table["position_r2"].shape == (1, 3, 3)
+    kept = (folder / "ner_across_3it_seed0.npz").stat().st_mtime_ns
+    run_pipeline(data, tmp_path, methods=["ner", "cebra3d"], **{**settings, "method_params": None})
+    assert sorted(p.name for p in folder.iterdir()) == ["cebra_3it_seed0.npz", "ner_across_3it_seed0.npz"]
+    assert (folder / "ner_across_3it_seed0.npz").stat().st_mtime_ns == kept
+    with pytest.raises(ValueError, match="unknown group.s. Chewie_S1"):
+        run_pipeline(data, tmp_path, methods=["ner"], **{**settings, "groups": ["Chewie_S1"]})
+    with pytest.raises(ValueError, match="neither is among methods"):
+        run_pipeline(data, tmp_path, methods=["cebra16d"], **{**settings, "method_params": None})

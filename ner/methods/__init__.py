@@ -28,6 +28,9 @@ randomness (the CEBRA baselines' initialisation and their exact, seeded ``time_d
 ``device`` to the torch methods. piVAE's label-informed posterior (the paper's test
 embedding, which sees test labels) is the explicit :meth:`~ner.methods.pivae.PiVAE.posterior_mean`.
 UMAP and dPCA need the extra ``neural-embeddings-rank[baselines]``; modules load on first use.
+
+``<name>_tuned`` is method ``name`` with the settings ``ner tune`` chose, one set per area; the pipeline
+registers it from the tuning records (:mod:`ner.workflow.tuned`).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from functools import partial
 from ner.data.labels import PAPER_LAYOUT, LabelLayout
 
 __all__ = ["Method", "METHODS", "register_method", "method", "display_name", "make_method", "build_method",
-           "construct"]
+           "construct", "TUNED_SUFFIX", "tuned_name"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -58,13 +61,15 @@ class Method:
 
     ``build()`` returns a new unfitted estimator. ``settings`` maps each pipeline setting the method
     takes (``iterations``, ``seed``, ``device``, ``trial_length``) to its estimator parameter; a setting
-    mapped to None is honoured outside the estimator.
+    mapped to None is honoured outside the estimator. ``params_by_area`` (a tuned method's) holds
+    estimator parameters chosen per recording area: a unit of an area missing there cannot be built.
     """
 
     name: str
     display_name: str
     build: Callable
     settings: Mapping[str, str | None] = field(default_factory=dict)
+    params_by_area: Mapping[str, Mapping] = field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -76,6 +81,7 @@ class Method:
             raise ValueError(f"method {self.name!r} maps unknown pipeline settings {unknown}")
 
 
+TUNED_SUFFIX = "_tuned"
 _TORCH = {"iterations": "max_iterations", "seed": "seed", "device": "device"}
 _SEARCH_ALL = LabelLayout(n_columns=3, circular=PAPER_LAYOUT.circular, search=(0, 1, 2))
 
@@ -120,31 +126,46 @@ def method(name: str) -> Method:
     return METHODS[name]
 
 
+def tuned_name(name: str) -> str:
+    """The name of method ``name`` trained with the settings ``ner tune`` chose (:mod:`ner.workflow.tuned`)."""
+    return name + TUNED_SUFFIX
+
+
 def display_name(name: str) -> str:
     """What a figure calls ``name`` (the name itself for a method not registered)."""
-    return METHODS[name].display_name if name in METHODS else name
+    if name in METHODS:
+        return METHODS[name].display_name
+    base = name.removesuffix(TUNED_SUFFIX)
+    return f"{METHODS[base].display_name}, tuned" if base != name and base in METHODS else name
 
 
 def make_method(name: str, *, iterations: int | None = None, seed: int | None = 0,
                 device: str = "cuda_if_available", trial_length: int | None = None,
-                params: Mapping | None = None):
+                params: Mapping | None = None, area: str | None = None):
     """A new, unfitted estimator for ``name`` with the pipeline's settings and ``params`` applied.
 
     ``iterations=None`` keeps the method's own default (the paper's 20000 for the CEBRA family); asking
-    for iterations of a method without them is a ValueError, as is a ``params`` key it lacks.
+    for iterations of a method without them is a ValueError, as is a ``params`` key it lacks. ``area``
+    picks a tuned method's settings (``params`` still override them).
     """
     return build_method(method(name), iterations=iterations, seed=seed, device=device, trial_length=trial_length,
-                        params=params)
+                        params=params, area=area)
 
 
 def build_method(entry: Method, *, iterations: int | None = None, seed: int | None = 0,
-                 device: str = "cuda_if_available", trial_length: int | None = None, params: Mapping | None = None):
+                 device: str = "cuda_if_available", trial_length: int | None = None, params: Mapping | None = None,
+                 area: str | None = None):
     """:func:`make_method` for a registry entry itself: what a worker process, which sees only the
     built-in registry, builds a method it was sent."""
     name = entry.name
     if iterations is not None and "iterations" not in entry.settings:
         raise ValueError(f"method {name!r} does not train in iterations (see ner.methods: piVAE counts epochs, "
                          "set them with params; PCA, dPCA and UMAP are not iterative); leave iterations unset for it")
+    if entry.params_by_area:
+        if area not in entry.params_by_area:
+            raise ValueError(f"method {name!r} has settings for area(s) {', '.join(entry.params_by_area)}, "
+                             f"not for {area!r}")
+        params = {**entry.params_by_area[area], **(params or {})}
     estimator = entry.build()
     given = {"iterations": iterations, "seed": seed, "device": device, "trial_length": trial_length}
     estimator.set_params(**{parameter: given[setting] for setting, parameter in entry.settings.items()

@@ -30,9 +30,10 @@ from ner.workflow.store import (
     result_path,
     table_path,
 )
+from ner.workflow.tuned import tuning_records
 
 __all__ = ["BIN_MS", "FIGURES_DIR_ENV", "cache_dir", "figures_dir", "embedding", "decoding", "cross_session",
-           "result", "shared_space", "parity_report", "published", "published_medians", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
+           "result", "shared_space", "parity_report", "published", "published_medians", "tuning", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
            "direction_offsets", "short_name", "save"]
 
 BIN_MS = 30  # every reaching session is binned at 30 ms
@@ -94,6 +95,12 @@ def published(root=None) -> dict | None:
 
 
 published_medians = group_medians  # medians per method and area / monkey, with the paired differences
+
+
+def tuning(method: str, root=None) -> dict[str, dict]:
+    """The record of ``ner tune`` behind ``<method>_tuned``, per area (:mod:`ner.workflow.tuned`); empty
+    where no sweep of ``method`` has finished."""
+    return tuning_records(root or cache_dir(), method)
 
 
 def session_row(table: dict, session: str) -> int:

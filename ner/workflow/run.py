@@ -32,9 +32,15 @@ from ner.data.sessions import (
     resolve_data_dir,
 )
 from ner.extras import missing_extra
-from ner.methods import METHODS, Method, build_method, make_method
+from ner.methods import METHODS, TUNED_SUFFIX, Method, build_method, make_method
 from ner.workflow.figure_data import build_figure_data
 from ner.workflow.fit import fit_and_cache, is_cebra
+from ner.workflow.shared_space import (
+    GROUPS,
+    MULTI_SESSION,
+    fit_shared_space,
+    shared_space_table,
+)
 from ner.workflow.store import (
     Unit,
     cache_path,
@@ -43,6 +49,7 @@ from ner.workflow.store import (
     settings_of,
 )
 from ner.workflow.tables import build_tables
+from ner.workflow.tuned import is_tuned, register_tuned
 
 __all__ = ["DEFAULT_METHODS", "BACKENDS", "run_pipeline", "format_summary"]
 
@@ -75,7 +82,7 @@ def _run_unit(unit: Unit, entry: Method, path: Path, out_dir: Path, params, iter
         session = load_session(path, unit.area)
         # The entry travels with the unit: a worker process knows only the built-in methods.
         estimator = build_method(entry, iterations=iterations, seed=unit.seed, device=device,
-                                 trial_length=session.trial_length, params=params)
+                                 trial_length=session.trial_length, params=params, area=unit.area)
         if "verbose" in estimator.get_params(deep=False):
             estimator.set_params(verbose=verbose)
         request = _request(unit, estimator, unit.seed, session, snapshots)
@@ -122,6 +129,13 @@ def _plan(data_dir, methods, sessions, areas, seeds) -> tuple[list[tuple[Unit, P
     units = [(Unit(info.name, area, method, seed), info.path)
              for seed in seeds for method in methods if seed == seeds[0] or "seed" in METHODS[method].settings
              for info in found for area in info.areas if areas is None or area in areas]
+    untuned = sorted({(unit.method, unit.area) for unit, _ in units
+                      if METHODS[unit.method].params_by_area and unit.area not in METHODS[unit.method].params_by_area})
+    if untuned:
+        method, area = untuned[0]
+        raise ValueError(f"{method} has no tuned settings for {', '.join(a for m, a in untuned if m == method)}: "
+                         f"`ner tune --methods {method.removesuffix(TUNED_SUFFIX)} --session SESSION --area {area}` "
+                         "chooses them on one unit, or select the tuned areas with areas")
     return units, unreadable
 
 
@@ -152,6 +166,32 @@ def _check_seeds(seeds) -> list[int]:
     if not chosen or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in chosen):
         raise ValueError(f"seeds must be one or more non-negative integers, got {seeds!r}")
     return chosen
+
+
+def _check_groups(groups, methods) -> tuple[list[str], list[str]]:
+    """The shared-space groups asked for and the multi-session models of ``methods`` that train them."""
+    if groups is None:
+        return [], []
+    groups = list(dict.fromkeys(_names(groups, "groups")))
+    unknown = [group for group in groups if group not in GROUPS]
+    if unknown:
+        raise ValueError(f"unknown group(s) {', '.join(unknown)}; groups: {', '.join(GROUPS)}")
+    models = [MULTI_SESSION[name] for name in methods if name in MULTI_SESSION]
+    if not models:
+        raise ValueError(f"groups train the multi-session models of {' or '.join(MULTI_SESSION)}; "
+                         f"neither is among methods {methods}")
+    return groups, models
+
+
+def _shared_space(group, models, data_dir, out_dir, seeds, iterations, device, force, progress) -> Path:
+    """One group's shared latent space per model and seed (each cache kept where its request is
+    unchanged), then its no-alignment table."""
+    length = {} if iterations is None else {"iterations": iterations}
+    for seed in seeds:
+        for model in models:
+            fit_shared_space(group, model, data_dir=data_dir, out_dir=out_dir, seed=seed, device=device,
+                             force=force, verbose=progress, **length)
+    return shared_space_table(group, out_dir=out_dir)
 
 
 def _interrupt(signum, frame):
@@ -204,30 +244,39 @@ def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEF
                  device: str = "cuda_if_available", progress: bool = True,
                  method_params: Mapping[str, Mapping] | None = None,
                  snapshots: Iterable[int] | None = None, backend: str = "loky",
-                 reference_dir=None) -> dict:
+                 reference_dir=None, groups: Iterable[str] | None = None) -> dict:
     """Fit every method on every (session, area), cache the embeddings, then build the result tables.
 
     ``data_dir`` defaults to $NER_DATA_DIR, else ./data. ``sessions`` and ``areas`` select a subset.
     ``iterations`` sets the training length of the CEBRA-family methods (None: their default, the paper's
     20000); it is an error for a method without iterations (:func:`ner.methods.make_method`). Each method
     with randomness is fitted once per seed of ``seeds`` (every seed's units before the next seed's), the
-    others once.
+    others once. ``"<method>_tuned"`` trains ``method`` with the settings ``ner tune`` chose for each
+    area, read from ``out_dir/tuning`` (:mod:`ner.workflow.tuned`).
     ``method_params`` maps a method name to settings that override its defaults (e.g. batch_size, or
     piVAE's epochs). ``n_jobs > 1`` (or -1) fits units in parallel processes, one torch thread each, on
     joblib's ``backend``: ``"loky"`` (this machine) or ``"dask"`` (the cluster at $DASK_SCHEDULER_ADDRESS,
     else a local one). After the tables, the figure data (:mod:`ner.workflow.figure_data`) is rebuilt where
     its inputs changed; ``reference_dir`` (the original authors' results) adds the parity numbers.
     ``snapshots``: iterations (at most ``iterations``) at which CEBRA-family methods also store their
-    embeddings, for convergence curves.
+    embeddings, for convergence curves. ``groups`` (of :data:`ner.workflow.shared_space.GROUPS`) also
+    trains each group's shared latent space per seed with the multi-session model of ``ner`` and of
+    ``cebra3d``, where they are among ``methods`` (at ``iterations``, else the shared space's own
+    default), and tabulates it decoded with no alignment (:mod:`ner.workflow.shared_space`).
 
     Returns ``computed`` and ``skipped`` (unit names such as ``"ner/seed0/Chewie_20150629_M1"``), ``failed``
     ({what: message}; the run goes on past a failure), ``tables`` (from :func:`build_tables`),
-    ``stale_removed`` (temporary files of killed runs deleted) and ``wall_time_s``.
+    ``stale_removed`` (temporary files of killed runs deleted), ``shared_spaces`` ({group: its table})
+    and ``wall_time_s``.
     """
     start = time.perf_counter()
     methods = list(dict.fromkeys([methods] if isinstance(methods, str) else methods))
     if not methods:
         raise ValueError("methods is empty; choose from " + ", ".join(METHODS))
+    out_dir = Path(out_dir)
+    for name in methods:
+        if is_tuned(name):  # from the records of `ner tune`, read afresh: a new sweep may have finished
+            register_tuned(name.removesuffix(TUNED_SUFFIX), out_dir)
     sessions, areas = _names(sessions, "sessions"), _names(areas, "areas")
     method_params = dict(method_params or {})
     stray = [name for name in method_params if name not in methods]
@@ -242,15 +291,16 @@ def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEF
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     snapshots = _check_snapshots(snapshots, iterations)
     seeds = _check_seeds(seeds)
+    groups, models = _check_groups(groups, methods)
     for method in methods:
-        # Build each method once now, so that a wrong setting fails here and not in every unit.
-        estimator = make_method(method, iterations=iterations, seed=seeds[0], device=device,
-                                trial_length=DEFAULT_TRIAL_LENGTH, params=method_params.get(method))
+        # Build each method once now (per tuned area), so that a wrong setting fails here and not in every unit.
+        for area in getattr(METHODS.get(method), "params_by_area", None) or [None]:
+            estimator = make_method(method, iterations=iterations, seed=seeds[0], device=device,
+                                    trial_length=DEFAULT_TRIAL_LENGTH, params=method_params.get(method), area=area)
         if snapshots and not is_cebra(estimator):
             raise ValueError(f"snapshots need a CEBRA-family method; {method!r} is a {type(estimator).__name__}")
 
     units, unreadable = _plan(data_dir, methods, sessions, areas, seeds)
-    out_dir = Path(out_dir)
     stale = remove_stale_parts(out_dir)
     verbose = progress and n_jobs == 1  # per-iteration bars only when units run one after another
     tasks = (delayed(_run_unit)(unit, METHODS[unit.method], path, out_dir, method_params.get(unit.method),
@@ -269,9 +319,12 @@ def run_pipeline(data_dir=None, out_dir="data_NER", methods: Iterable[str] = DEF
                 bar.update()
     tables = build_tables(out_dir, areas=sorted({unit.area for unit, _ in units}), force=force)
     summary["failed"].update(tables.pop("failed"))
+    shared_spaces = {group: str(_shared_space(group, models, data_dir, out_dir, seeds, iterations, device, force,
+                                              progress)) for group in groups}
     figure_data = build_figure_data(out_dir, reference_dir=reference_dir, force=force)
     summary["failed"].update(figure_data.pop("failed"))
     summary.update(tables=tables, figure_data=figure_data, stale_removed=[str(path) for path in stale],
+                   shared_spaces=shared_spaces,
                    wall_time_s=round(time.perf_counter() - start, 3))
     return summary
 

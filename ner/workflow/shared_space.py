@@ -42,10 +42,12 @@ from ner.workflow.store import (
     settings_of,
 )
 
-__all__ = ["Group", "GROUPS", "MODELS", "group_units", "fit_shared_space", "shared_space_table",
+__all__ = ["Group", "GROUPS", "MODELS", "MULTI_SESSION", "group_units", "fit_shared_space", "shared_space_table",
            "calibrate", "CALIBRATION_TRIALS", "ADAPT_ITERATIONS"]
 
 MODELS = ("ner", "cebra")
+#: The pipeline's method each shared-space model extends to several sessions (``ner reproduce --groups``).
+MULTI_SESSION = {"ner": "ner", "cebra3d": "cebra"}
 #: Calibration trial counts; None is every training trial of the held-out unit.
 CALIBRATION_TRIALS = (5, 10, 20, None)
 ADAPT_ITERATIONS = (100, 250, 500, 1000, 2000)
