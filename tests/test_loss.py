@@ -179,7 +179,7 @@ def test_three_copies_match_defining_formula():
 def test_label_rows_rank_as_a_stable_argsort(m):
     # Near-collisions (distances that differ in their lowest bits only, which the
     # 32-bit keys drop) and exact ties, in some rows but not others.
-    from ner.model.loss import _rank_rows
+    from ner.model.ranking import rank_rows
 
     generator = torch.Generator().manual_seed(m)
     rows = 40 if m > 4096 else m
@@ -187,7 +187,7 @@ def test_label_rows_rank_as_a_stable_argsort(m):
     bits = distance[::3, :20].view(torch.int32)
     distance[::3, 20:40] = (bits - torch.randint(1, 64, bits.shape, generator=generator, dtype=torch.int32)).view(torch.float32)
     distance[::5, 40:60] = distance[::5, :20]
-    far_to_near, near_to_far, ties = _rank_rows(distance)
+    far_to_near, near_to_far, ties = rank_rows(distance)
     want = torch.from_numpy(distance.numpy().argsort(axis=1, kind="stable"))
     assert torch.equal(near_to_far, want)
     assert torch.equal(far_to_near, want.flip(1))
