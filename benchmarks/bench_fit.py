@@ -11,6 +11,7 @@ iteration count: the retraining's compute, whatever the number of parallel worke
 import argparse
 import json
 import platform
+import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -35,14 +36,13 @@ def one_fit(session, area, iterations, device):
 
 
 def recorded(caches: Path):
-    total = defaultdict(lambda: {"units": 0, "wall_s": 0.0})
+    times = defaultdict(list)
     for path in sorted((caches / "embeddings").glob("*/seed*/*.npz")):
         provenance = read_npz(path)["provenance"]
-        entry = total[f"{provenance['method']} @ {provenance['iterations']} it"]
-        entry["units"] += 1
-        entry["wall_s"] += provenance["wall_time_s"]
-    return {key: {**value, "wall_s": round(value["wall_s"]), "wall_h": round(value["wall_s"] / 3600, 2)}
-            for key, value in sorted(total.items())}
+        times[f"{provenance['method']} @ {provenance['iterations']} it"].append(provenance["wall_time_s"])
+    return {key: {"units": len(values), "wall_s": round(sum(values)), "wall_h": round(sum(values) / 3600, 2),
+                  "median_s": round(statistics.median(values)), "range_s": [round(min(values)), round(max(values))]}
+            for key, values in sorted(times.items())}
 
 
 def main():
