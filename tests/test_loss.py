@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from ner.model.loss import LabelDistance, RankLoss, rank_loss
+from ner.model.ranking import rank_rows
 
 
 def defining_formula(features, labels, temperature, distance=LabelDistance()):
@@ -177,10 +178,8 @@ def test_three_copies_match_defining_formula():
 
 @pytest.mark.parametrize("m", [300, 5000])
 def test_label_rows_rank_as_a_stable_argsort(m):
-    # Near-collisions (distances that differ in their lowest bits only, which the
-    # 32-bit keys drop) and exact ties, in some rows but not others.
-    from ner.model.ranking import rank_rows
-
+    # Near-collisions (distances a few ulps apart, which floor to the same 32-bit
+    # key and come out misordered) and exact ties, in some rows but not others.
     generator = torch.Generator().manual_seed(m)
     rows = 40 if m > 4096 else m
     distance = 100 * torch.rand(rows, m, generator=generator)
