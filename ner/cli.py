@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -60,11 +61,7 @@ def _fetch(args) -> int:
 
 
 def _fetch_paper_results(args) -> int:
-    from ner.data.download import (
-        fetch_paper_results,
-        fetched_results_dir,
-        paper_results_registry,
-    )
+    from ner.data.download import fetch_paper_results, fetched_results_dir, paper_results_registry
 
     if args.names:
         raise ValueError(f"--paper-results fetches every stored result file of the paper; drop {' '.join(args.names)}")
@@ -93,12 +90,7 @@ def _compare(args) -> int:
 
 
 def _published(args) -> int:
-    from ner.workflow.published import (
-        build_published,
-        format_published,
-        group_medians,
-        published_request,
-    )
+    from ner.workflow.published import build_published, format_published, group_medians, published_request
     from ner.workflow.store import cache_dir, jsonable, matches, read_npz, result_path
 
     out_dir = Path(args.out) if args.out else cache_dir()
@@ -188,20 +180,20 @@ def _tune(args) -> int:
 def _shared_space(args) -> int:
     from ner.workflow import shared_space
 
+    params = _method_params(args.set)
+    common = dict(data_dir=args.data_dir, out_dir=args.out, iterations=args.iterations, batch_size=args.batch_size,
+                  device=args.device, verbose=not args.quiet)
     for group in args.groups:
-        for seed in args.seeds:
-            for model in args.models:
-                path = shared_space.fit_shared_space(
-                    group, model, data_dir=args.data_dir, out_dir=args.out, seed=seed, iterations=args.iterations,
-                    batch_size=args.batch_size, positives=args.positives, device=args.device, verbose=not args.quiet)
-                print(f"{group} {model} seed {seed}: {path}")
-        print(f"{group}: {shared_space.shared_space_table(group, out_dir=args.out)}")
-        for held_out in args.calibrate or ():
-            if held_out in (f"{s}_{a}" for s, a, _ in shared_space.group_units(group, args.data_dir)):
-                print(shared_space.calibrate(group, held_out, data_dir=args.data_dir, out_dir=args.out,
-                                             seed=args.seeds[0], iterations=args.iterations,
-                                             batch_size=args.batch_size, device=args.device,
-                                             adapt_iterations=args.adapt_iterations or shared_space.ADAPT_ITERATIONS, verbose=not args.quiet))
+        for seed, model in itertools.product(args.seeds, args.models):
+            path = shared_space.fit_shared_space(group, model, seed=seed, positives=args.positives,
+                                                 settings=params.get(model), validation=args.validation, **common)
+            print(f"{group} {model} seed {seed}: {path}")
+        print(f"{group}: {shared_space.shared_space_table(group, out_dir=args.out, validation=args.validation)}")
+        units = {f"{s}_{a}" for s, a, _ in shared_space.group_units(group, args.data_dir)}
+        for held_out in [unit for unit in args.calibrate or () if unit in units]:
+            print(shared_space.calibrate(group, held_out, seed=args.seeds[0], settings=params.get("ner"),
+                                         adapt_iterations=args.adapt_iterations or shared_space.ADAPT_ITERATIONS,
+                                         **common))
     return 0
 
 
@@ -379,6 +371,11 @@ def _add_shared_space_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=128, help="references per unit a step (default 128)")
     parser.add_argument("--positives", choices=["across", "within"], default="across",
                         help="NER: positives searched in another unit (default) or the reference's own")
+    parser.add_argument("--set", nargs="+", metavar="MODEL.PARAMETER=VALUE",
+                        help="override a model's parameter, e.g. ner.temperature=0.5 (names the caches)")
+    parser.add_argument("--validation", action="store_true",
+                        help="fit on the first 80%% of each unit's training trials, score the last 20%% "
+                        "(shared_space/<group>/validation/): choose settings without a test trial")
     parser.add_argument("--calibrate", nargs="+", metavar="UNIT",
                         help="units (<session>_<area>) to hold out and calibrate into the others' space")
     parser.add_argument("--adapt-iterations", nargs="+", type=int,

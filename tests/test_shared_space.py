@@ -53,6 +53,33 @@ def test_caches_resume_and_the_table_decodes_with_no_alignment(data, tmp_path):
     assert table["provenance"]["protocol"] == "no alignment"
 
 
+def test_validation_caches_hold_only_training_trials_and_are_named_by_their_settings(tmp_path):
+    data = tmp_path / "sessions"
+    data.mkdir()
+    for seed, name in enumerate(["Chewie_20990101", "Chewie_20990102"]):  # 50 trials: 8 directions validate
+        write_session_mat(reaching_session(name, seed, n_trials=50), data / f"{name}_neural_con_dis_index.mat")
+    path = shared_space.fit_shared_space("Chewie_M1", data_dir=data, out_dir=tmp_path, validation=True,
+                                         settings={"temperature": 0.5, "num_hidden_units": 8}, **FAST)
+    assert path == tmp_path / "shared_space" / "Chewie_M1" / "validation" / (
+        "ner_across_num_hidden_units8_temperature0.5_5it_seed0.npz")
+    cache = read_npz(path)
+    assert cache["provenance"]["parameters"]["temperature"] == 0.5 and cache["provenance"]["split"] == "validation"
+    session = ner.data.load_session(shared_space.group_units("Chewie_M1", data)[0][2], "M1")
+    # 40 training trials of 10 bins: the first 32 fit, the last 8 are scored; no test row anywhere.
+    assert cache["train_labels_0"].shape[0] == 32 * 10 and cache["test_labels_0"].shape[0] == 8 * 10
+    np.testing.assert_array_equal(cache["test_labels_0"], session.train.labels[32 * 10:])
+    table = read_npz(shared_space.shared_space_table("Chewie_M1", out_dir=tmp_path, validation=True))
+    assert table["variants"].tolist() == [path.stem] and table["provenance"]["scored"] == "validation trials"
+    assert not (tmp_path / "results" / "shared_space_Chewie_M1.npz").exists()  # the test-trial table is apart
+
+    from ner.cli import main
+
+    assert main(["shared-space", "--models", "cebra", "--validation", "--data-dir", str(data), "--out", str(tmp_path),
+                 "--iterations", "3", "--batch-size", "32", "--quiet"]) == 0
+    table = read_npz(tmp_path / "results" / "shared_space_Chewie_M1_validation.npz")
+    assert table["variants"].tolist() == ["cebra_3it_seed0", path.stem]
+
+
 def test_calibration_fits_only_on_training_trials_of_the_held_out_unit(data, tmp_path, monkeypatch):
     seen = []
     fit, add = ner.model.NER.fit, ner.model.NER.add_session
@@ -93,6 +120,9 @@ def test_command_line_trains_tabulates_and_calibrates(data, tmp_path, capsys):
     assert (tmp_path / "shared_space" / "Chewie_M1" / "ner_across_3it_seed0.npz").exists()
     calibration = read_npz(tmp_path / "results" / "calibration_Chewie_M1_Chewie_20990103_M1.npz")
     assert calibration["provenance"]["iterations"] == 3 and calibration["iterations"].tolist() == [2]
+    assert main(["shared-space", "--models", "ner", "--set", "ner.temperature=0.5", *common]) == 0
+    assert read_npz(tmp_path / "shared_space" / "Chewie_M1" / "ner_across_temperature0.5_3it_seed0.npz"
+                    )["provenance"]["parameters"]["temperature"] == 0.5
     assert main(["shared-space", "--groups", "Chewie_S1", *common]) == 2
     assert "unknown group 'Chewie_S1'" in capsys.readouterr().err
 

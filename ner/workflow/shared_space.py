@@ -14,14 +14,16 @@ with the decoder of the trained units, against a NER trained on the same trials 
 Files (each with its provenance; a file whose request is unchanged is kept)::
 
     shared_space/<group>/<variant>_<iterations>it_seed<k>.npz   embeddings of every unit of the group
-    results/shared_space_<group>.npz                 no-alignment matrices of every model and seed
+    shared_space/<group>/validation/...              the same, fitted on the first training trials and
+                                                     scored on the last (settings chosen there)
+    results/shared_space_<group>[_validation].npz    no-alignment matrices of every model and seed
     results/calibration_<group>_<unit>.npz           decoding against calibration trials and iterations
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from ner.workflow.store import (
     result_path,
     settings_of,
 )
+from ner.workflow.tune import split_training
 
 __all__ = ["Group", "GROUPS", "MODELS", "MULTI_SESSION", "group_units", "fit_shared_space", "shared_space_table",
            "calibrate", "CALIBRATION_TRIALS", "ADAPT_ITERATIONS", "ADAPT_LEARNING_RATE"]
@@ -92,43 +95,57 @@ def group_units(group: str, data_dir=None) -> list[tuple[str, str, Path]]:
     return units
 
 
-def _estimator(model: str, *, iterations, batch_size, seed, positives, device, verbose):
+def _estimator(model: str, *, iterations, batch_size, seed, positives, device, verbose, settings):
     if model == "ner":
         from ner.model import NER
 
         return NER(max_iterations=iterations, batch_size=batch_size, seed=seed, device=device,
-                   multisession_positives=positives, verbose=verbose)
+                   multisession_positives=positives, verbose=verbose, **settings)
     if model == "cebra":
         from ner.methods.cebra_baseline import cebra_baseline
 
         # The cebra3d baseline's settings; stock CEBRA's multi-session sampler draws the positives.
         return cebra_baseline(max_iterations=iterations, batch_size=batch_size, seed=seed, device=device,
-                              verbose=verbose)
+                              verbose=verbose, **settings)
     raise ValueError(f"unknown shared-space model {model!r}; models: {', '.join(MODELS)}")
 
 
-def _cache_path(out_dir, group, model, positives, iterations, seed) -> Path:
-    variant = model if model == "cebra" else f"{model}_{positives}"
-    return Path(out_dir) / "shared_space" / group / f"{variant}_{iterations}it_seed{seed}.npz"
+def _cache_path(out_dir, group, model, positives, iterations, seed, settings, validation) -> Path:
+    variant = "_".join([model if model == "cebra" else f"{model}_{positives}",
+                        *(f"{name}{value}" for name, value in sorted(settings.items()))])
+    folder = Path(out_dir) / "shared_space" / group / ("validation" if validation else "")
+    return folder / f"{variant}_{iterations}it_seed{seed}.npz"
+
+
+def _splits(session, validation: bool):
+    """(fit, scored) trials of one unit: training and test, or for ``validation`` the first and the
+    last training trials (:func:`~ner.workflow.tune.split_training`), so that no test trial is read."""
+    return split_training(session.train) if validation else (session.train, session.test)
 
 
 def fit_shared_space(group: str, model: str = "ner", *, data_dir=None, out_dir="data_NER", seed: int = 0,
                      iterations: int = 5000, batch_size: int = 128, positives: str = "across",
+                     settings: Mapping | None = None, validation: bool = False,
                      device: str = "cpu", force: bool = False, verbose: bool = False) -> Path:
     """Train ``model`` on the training trials of every unit of ``group`` into one latent space and
     cache the embeddings of both splits; returns the cache. ``batch_size`` is per unit (128 for four
-    units ranks the paper's 512 references a step)."""
+    units ranks the paper's 512 references a step); ``settings`` overrides the model's other
+    parameters (e.g. ``temperature``) and names the cache. With ``validation``, the model trains on
+    the first training trials and the cache's "test" split holds the last ones, under
+    ``shared_space/<group>/validation/``: settings are chosen there without reading a test trial."""
+    settings = dict(settings or {})
     units = group_units(group, data_dir)
     sessions = [load_session(path, area) for _, area, path in units]
     estimator = _estimator(model, iterations=iterations, batch_size=batch_size, seed=seed,
-                           positives=positives, device=device, verbose=verbose)
+                           positives=positives, device=device, verbose=verbose, settings=settings)
     request = {"group": group, "model": model, "seed": seed, "units": [f"{s}_{a}" for s, a, _ in units],
-               "parameters": settings_of(estimator), "session_sha256": [s.sha256 for s in sessions]}
-    target = _cache_path(out_dir, group, model, positives, iterations, seed)
+               "parameters": settings_of(estimator), "session_sha256": [s.sha256 for s in sessions],
+               **({"split": "validation"} if validation else {})}
+    target = _cache_path(out_dir, group, model, positives, iterations, seed, settings, validation)
     if not force and matches(target, request):
         return target
     seed_everything(seed)
-    trains, tests = [s.train for s in sessions], [s.test for s in sessions]
+    trains, tests = zip(*(_splits(s, validation) for s in sessions))
     estimator.fit([t.neural for t in trains], [t.labels for t in trains])
     arrays = {}
     for number, (train, test) in enumerate(zip(trains, tests)):
@@ -154,13 +171,16 @@ def _trial_length(cache: dict) -> int:
     return lengths.pop()
 
 
-def shared_space_table(group: str, caches: Sequence[Path] | None = None, out_dir="data_NER") -> Path:
+def shared_space_table(group: str, caches: Sequence[Path] | None = None, out_dir="data_NER",
+                       validation: bool = False) -> Path:
     """``results/shared_space_<group>.npz``: for each cache (model, seed), the linear decoders'
     matrices with no alignment, ``<score>`` (caches x units x units), entry [c, i, j] the decoder of
     unit i's training trials on unit j's test trials; ``variants`` (the cache names), ``models``,
-    ``seeds``, ``iterations``, ``units``. ``caches`` defaults to every cache of the group."""
+    ``seeds``, ``iterations``, ``units``. ``caches`` defaults to every cache of the group; with
+    ``validation``, every validation cache, into ``results/shared_space_<group>_validation.npz``."""
     if caches is None:
-        caches = sorted((Path(out_dir) / "shared_space" / group).glob("*.npz"))
+        folder = Path(out_dir) / "shared_space" / group / ("validation" if validation else "")
+        caches = sorted(folder.glob("*.npz"))
     read = [read_npz(path) for path in caches]
     if not read:
         raise ValueError(f"no shared-space caches of {group} to tabulate")
@@ -169,13 +189,14 @@ def shared_space_table(group: str, caches: Sequence[Path] | None = None, out_dir
         raise ValueError(f"the caches of {group} hold different units")
     matrices = [cross_session_matrices(_split_embeddings(cache), _trial_length(cache), align=False)
                 for cache in read]
-    target = result_path(out_dir, f"shared_space_{group}")
+    target = result_path(out_dir, f"shared_space_{group}" + ("_validation" if validation else ""))
     publish(target, {"variants": np.array([Path(path).stem for path in caches]),
                      "models": np.array([c["provenance"]["model"] for c in read]),
                      "iterations": np.array([c["provenance"]["parameters"]["max_iterations"] for c in read]),
                      "seeds": np.array([c["provenance"]["seed"] for c in read]), "units": np.array(units),
                      **{score: np.stack([m[score] for m in matrices]) for score in SCORES}},
             {"table": "shared_space", "group": group, "protocol": "no alignment",
+             "scored": "validation trials" if validation else "test trials",
              "inputs": [jsonable(c["provenance"]) for c in read]})
     return target
 
@@ -191,15 +212,16 @@ def _first_trials(session, count):
 def calibrate(group: str, held_out: str, *, data_dir=None, out_dir="data_NER", seed: int = 0,
               iterations: int = 5000, batch_size: int = 128, trials: Iterable = CALIBRATION_TRIALS,
               adapt_iterations: Iterable[int] = ADAPT_ITERATIONS, adapt_learning_rate: float = ADAPT_LEARNING_RATE,
-              device: str = "cpu",
-              force: bool = False, verbose: bool = False) -> Path:
+              settings: Mapping | None = None, device: str = "cpu", force: bool = False,
+              verbose: bool = False) -> Path:
     """A new day in minutes: train multi-session NER on the units of ``group`` but ``held_out``
     (``<session>_<area>``), then for each calibration trial count and adaptation length fit only the
     held-out unit's encoder on its first training trials and decode its test trials with the decoder
     fitted on the trained units' training trials (no rotation). Beside it, NER trained from scratch on
     the same trials for as many iterations at the same ``adapt_learning_rate``, decoded by its own
     decoder fitted on them (NaN where those trials lack a reach direction, so that no such decoder can
-    be fitted). The multi-session fit keeps the paper's learning rate.
+    be fitted). The multi-session fit keeps the paper's learning rate; ``settings`` overrides NER's
+    other parameters in both models (as :func:`fit_shared_space`'s).
 
     ``results/calibration_<group>_<held_out>.npz`` holds ``trials`` (T; the count used, all training
     trials for the last) and ``iterations`` (I), and ``adapted_<score>`` and ``scratch_<score>`` (T x I).
@@ -211,11 +233,13 @@ def calibrate(group: str, held_out: str, *, data_dir=None, out_dir="data_NER", s
     if held_out not in names:
         raise ValueError(f"{held_out} is not a unit of {group}; its units: {', '.join(names)}")
     trials, adapt_iterations = list(trials), sorted(int(i) for i in adapt_iterations)
+    settings = dict(settings or {})
     sessions = {name: load_session(path, area) for name, (_, area, path) in zip(names, units)}
     new = sessions.pop(held_out)
     request = {"table": "calibration", "group": group, "held_out": held_out, "seed": seed,
                "iterations": iterations, "batch_size": batch_size, "trials": jsonable(trials),
                "adapt_iterations": adapt_iterations, "adapt_learning_rate": adapt_learning_rate,
+               **({"settings": jsonable(settings)} if settings else {}),
                "session_sha256": sorted(s.sha256 for s in (new, *sessions.values()))}
     target = result_path(out_dir, f"calibration_{group}_{held_out}")
     if not force and matches(target, request):
@@ -223,7 +247,8 @@ def calibrate(group: str, held_out: str, *, data_dir=None, out_dir="data_NER", s
 
     seed_everything(seed)
     trains = [s.train for s in sessions.values()]
-    model = NER(max_iterations=iterations, batch_size=batch_size, seed=seed, device=device, verbose=verbose)
+    model = NER(max_iterations=iterations, batch_size=batch_size, seed=seed, device=device, verbose=verbose,
+                **settings)
     model.fit([t.neural for t in trains], [t.labels for t in trains])
     decoder = TrialDecoder().fit(np.concatenate([model.transform(t.neural, session_id=i)
                                                  for i, t in enumerate(trains)]),
@@ -251,7 +276,8 @@ def calibrate(group: str, held_out: str, *, data_dir=None, out_dir="data_NER", s
                 adapted[score][row, column] = scores[score]
             if every_direction:
                 own = NER(max_iterations=steps_count, batch_size=batch, seed=seed, device=device,
-                          learning_rate=adapt_learning_rate, verbose=False).fit(calibration.neural, calibration.labels)
+                          learning_rate=adapt_learning_rate, verbose=False, **settings).fit(calibration.neural,
+                                                                                            calibration.labels)
                 own_decoder = TrialDecoder().fit(own.transform(calibration.neural), calibration.labels)
                 own_scores = score_trials(own_decoder, own.transform(test.neural), test.labels, new.trial_length)
                 for score in SCORES:
