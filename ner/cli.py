@@ -179,6 +179,7 @@ def _tune(args) -> int:
 
 def _shared_space(args) -> int:
     from ner.workflow import shared_space
+    from ner.workflow.store import read_npz
 
     params = _method_params(args.set)
     common = dict(data_dir=args.data_dir, out_dir=args.out, iterations=args.iterations, batch_size=args.batch_size,
@@ -188,7 +189,9 @@ def _shared_space(args) -> int:
             path = shared_space.fit_shared_space(group, model, seed=seed, positives=args.positives,
                                                  settings=params.get(model), validation=args.validation, **common)
             print(f"{group} {model} seed {seed}: {path}")
-        print(f"{group}: {shared_space.shared_space_table(group, out_dir=args.out, validation=args.validation)}")
+        table = shared_space.shared_space_table(group, out_dir=args.out, validation=args.validation)
+        best = f" (best on validation: {shared_space.best_variant(read_npz(table))})" if args.validation else ""
+        print(f"{group}: {table}{best}")
         units = {f"{s}_{a}" for s, a, _ in shared_space.group_units(group, args.data_dir)}
         for held_out in [unit for unit in args.calibrate or () if unit in units]:
             print(shared_space.calibrate(group, held_out, seed=args.seeds[0], settings=params.get("ner"),

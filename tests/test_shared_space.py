@@ -53,7 +53,7 @@ def test_caches_resume_and_the_table_decodes_with_no_alignment(data, tmp_path):
     assert table["provenance"]["protocol"] == "no alignment"
 
 
-def test_validation_caches_hold_only_training_trials_and_are_named_by_their_settings(tmp_path):
+def test_validation_caches_hold_only_training_trials_and_are_named_by_their_settings(tmp_path, capsys):
     data = tmp_path / "sessions"
     data.mkdir()
     for seed, name in enumerate(["Chewie_20990101", "Chewie_20990102"]):  # 50 trials: 8 directions validate
@@ -78,6 +78,19 @@ def test_validation_caches_hold_only_training_trials_and_are_named_by_their_sett
                  "--iterations", "3", "--batch-size", "32", "--quiet"]) == 0
     table = read_npz(tmp_path / "results" / "shared_space_Chewie_M1_validation.npz")
     assert table["variants"].tolist() == ["cebra_3it_seed0", path.stem]
+    assert f"(best on validation: {shared_space.best_variant(table)})" in capsys.readouterr().out
+
+
+def test_best_variant_sums_position_and_velocity_off_the_diagonal_over_seeds():
+    def matrix(off, diagonal=1.0):
+        return np.where(np.eye(3, dtype=bool), diagonal, off)
+
+    table = {"variants": np.array(["a_5it_seed0", "a_5it_seed1", "b_5it_seed0", "c_5it_seed0"]),
+             "position_r2": np.stack([matrix(0.9), matrix(0.9), matrix(0.8, diagonal=5.0), matrix(0.95)]),
+             "velocity_r2": np.stack([matrix(0.7), matrix(0.5), matrix(0.7), matrix(0.6)])}
+    # a: median over its seeds of 1.6 and 1.4 = 1.5; b: 1.5 (its diagonal does not count); c: 1.55.
+    assert shared_space.best_variant(table) == "c_5it"
+    assert shared_space.best_variant(table, scores=("velocity_r2",)) == "b_5it"
 
 
 def test_calibration_fits_only_on_training_trials_of_the_held_out_unit(data, tmp_path, monkeypatch):

@@ -34,6 +34,7 @@ from ner.data.labels import N_DIRECTIONS, direction_classes
 from ner.data.sessions import available_sessions, load_session, resolve_data_dir
 from ner.evaluation.cross_session import SplitEmbedding, cross_session_matrices
 from ner.evaluation.decoding import SCORES, TrialDecoder, score_trials
+from ner.evaluation.statistics import off_diagonal
 from ner.workflow.fit import seed_everything
 from ner.workflow.store import (
     jsonable,
@@ -46,6 +47,7 @@ from ner.workflow.store import (
 from ner.workflow.tune import split_training
 
 __all__ = ["Group", "GROUPS", "MODELS", "MULTI_SESSION", "group_units", "fit_shared_space", "shared_space_table",
+           "best_variant",
            "calibrate", "CALIBRATION_TRIALS", "ADAPT_ITERATIONS", "ADAPT_LEARNING_RATE"]
 
 MODELS = ("ner", "cebra")
@@ -199,6 +201,17 @@ def shared_space_table(group: str, caches: Sequence[Path] | None = None, out_dir
              "scored": "validation trials" if validation else "test trials",
              "inputs": [jsonable(c["provenance"]) for c in read]})
     return target
+
+
+def best_variant(table: dict, scores: Sequence[str] = ("position_r2", "velocity_r2")) -> str:
+    """The variant of a shared-space table (its cache name without ``_seed<k>``) whose off-diagonal
+    medians of ``scores``, summed, are highest; a variant with several seeds counts by their median.
+    Meant for a ``validation`` table: the settings chosen there are then trained on all training trials."""
+    variants = [str(name).rsplit("_seed", 1)[0] for name in table["variants"]]
+    total = {variant: np.median([sum(np.median(off_diagonal(table[score][row])) for score in scores)
+                                 for row, name in enumerate(variants) if name == variant])
+             for variant in dict.fromkeys(variants)}
+    return max(total, key=total.get)
 
 
 def _first_trials(session, count):
