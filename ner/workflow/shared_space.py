@@ -205,10 +205,11 @@ def shared_space_table(group: str, caches: Sequence[Path] | None = None, out_dir
 
 def best_variant(table: dict, scores: Sequence[str] = ("position_r2", "velocity_r2")) -> str:
     """The variant of a shared-space table (its cache name without ``_seed<k>``) whose off-diagonal
-    medians of ``scores``, summed, are highest; a variant with several seeds counts by their median.
+    medians of ``scores``, summed, are highest; a variant with several seeds counts by their mean, so
+    that a seed that failed (e.g. sessions settled as mirror images) counts against its settings.
     Meant for a ``validation`` table: the settings chosen there are then trained on all training trials."""
     variants = [str(name).rsplit("_seed", 1)[0] for name in table["variants"]]
-    total = {variant: np.median([sum(np.median(off_diagonal(table[score][row])) for score in scores)
+    total = {variant: np.mean([sum(np.median(off_diagonal(table[score][row])) for score in scores)
                                  for row, name in enumerate(variants) if name == variant])
              for variant in dict.fromkeys(variants)}
     return max(total, key=total.get)
