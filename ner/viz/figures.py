@@ -20,6 +20,7 @@ from ner.evaluation.trials import direction_angles, trial_averages
 from ner.methods import display_name
 from ner.viz.plotting import save_figure
 from ner.workflow.published import group_medians
+from ner.workflow.shared_space import best_variant
 from ner.workflow.store import (
     REPOSITORY,
     Unit,
@@ -33,7 +34,7 @@ from ner.workflow.store import (
 from ner.workflow.tuned import tuning_records
 
 __all__ = ["BIN_MS", "FIGURES_DIR_ENV", "cache_dir", "figures_dir", "embedding", "decoding", "cross_session",
-           "result", "shared_space", "parity_report", "published", "published_medians", "tuning", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
+           "result", "shared_space", "best_variant", "parity_report", "published", "published_medians", "tuning", "session_row", "method_rows", "label", "off_diagonal", "trial_average",
            "direction_offsets", "short_name", "save"]
 
 BIN_MS = 30  # every reaching session is binned at 30 ms
