@@ -115,8 +115,11 @@ def _estimator(model: str, *, iterations, batch_size, seed, positives, device, v
 def _cache_path(out_dir, group, model, positives, iterations, seed, settings, validation) -> Path:
     variant = "_".join([model if model == "cebra" else f"{model}_{positives}",
                         *(f"{name}{value}" for name, value in sorted(settings.items()))])
-    folder = Path(out_dir) / "shared_space" / group / ("validation" if validation else "")
-    return folder / f"{variant}_{iterations}it_seed{seed}.npz"
+    return _group_folder(out_dir, group, validation) / f"{variant}_{iterations}it_seed{seed}.npz"
+
+
+def _group_folder(out_dir, group, validation) -> Path:
+    return Path(out_dir) / "shared_space" / group / ("validation" if validation else "")
 
 
 def _splits(session, validation: bool):
@@ -181,8 +184,7 @@ def shared_space_table(group: str, caches: Sequence[Path] | None = None, out_dir
     ``seeds``, ``iterations``, ``units``. ``caches`` defaults to every cache of the group; with
     ``validation``, every validation cache, into ``results/shared_space_<group>_validation.npz``."""
     if caches is None:
-        folder = Path(out_dir) / "shared_space" / group / ("validation" if validation else "")
-        caches = sorted(folder.glob("*.npz"))
+        caches = sorted(_group_folder(out_dir, group, validation).glob("*.npz"))
     read = [read_npz(path) for path in caches]
     if not read:
         raise ValueError(f"no shared-space caches of {group} to tabulate")
