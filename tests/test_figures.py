@@ -84,3 +84,17 @@ def test_constrained_layouts_are_saved_snapped_and_keep_their_engine(tmp_path):
         assert ax.get_in_layout()
     assert (tmp_path / "snapped.pdf").read_bytes().startswith(b"%PDF")
     plt.close(fig)
+
+
+def test_kernels_get_the_figure_folders_absolute(tmp_path, monkeypatch):
+    from ner.viz.notebooks import kernel_environment
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NER_REFERENCE_DIR", "reference")
+    monkeypatch.setenv("NER_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("NER_UNRELATED", "relative")
+    monkeypatch.delenv("NER_CACHE_DIR", raising=False)
+    environment = kernel_environment()
+    assert environment["NER_REFERENCE_DIR"] == str(tmp_path / "reference")
+    assert environment["NER_FIGURES_DIR"] == str(tmp_path / "figures")
+    assert environment["NER_UNRELATED"] == "relative" and "NER_CACHE_DIR" not in environment

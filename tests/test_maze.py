@@ -272,10 +272,14 @@ def test_the_reference_folder_is_read_without_the_maze_override(upstream_fig8, t
     assert load_runs("ner", root=tmp_path / "no_cache").runs == {}  # an explicit cache folder: only caches
 
 
-def test_notebooks_draw_the_original_results(upstream_fig8, tmp_path, monkeypatch):
+@pytest.mark.parametrize("relative", [False, True])
+def test_notebooks_draw_the_original_results(upstream_fig8, tmp_path, monkeypatch, relative):
     from ner.viz.notebooks import run_notebooks
 
-    figures = _point(monkeypatch, tmp_path, reference=upstream_fig8)
+    # A folder named relative to where `ner figures` runs, not to notebooks/ where the kernels run.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Fig8").symlink_to(upstream_fig8)
+    figures = _point(monkeypatch, tmp_path, reference="Fig8" if relative else upstream_fig8)
     run_notebooks(["08", "11"], progress=False)
     assert _figures(figures) == EXPECTED
     assert all((figures / name).stat().st_size > 20_000 for name in EXPECTED)

@@ -257,3 +257,28 @@ def test_single_session_model_takes_no_session_id(sessions):
                                   model.transform(sessions[0].neural))
     with pytest.raises(ValueError, match="fitted on a single session"):
         model.transform(sessions[0].neural, session_id=1)
+
+
+def test_restarts_keep_the_fit_whose_training_loss_ends_lowest(sessions, tmp_path):
+    from ner.model.estimator import _restart_seeds
+
+    X, y = _neural(sessions[:2]), _labels(sessions[:2])
+    seeds = _restart_seeds(0, 3)
+    assert seeds[0] == 0 and len(set(seeds)) == 3
+    plain = [NER(**{**FAST, "seed": seed}).fit(X, y) for seed in seeds]
+    model = NER(**FAST, restarts=3).fit(X, y)
+    assert model.restart_losses_ == [fit.restart_losses_[0] for fit in plain]
+    assert len(set(model.restart_losses_)) == 3
+    kept = plain[int(np.argmin(model.restart_losses_))]
+    assert model.get_params()["seed"] == 0  # the parameters stay as given
+    for number, session in enumerate(sessions[:2]):
+        np.testing.assert_array_equal(model.transform(session.neural, session_id=number),
+                                      kept.transform(session.neural, session_id=number))
+    model.save(tmp_path / "restarts.pt")
+    assert NER.load(tmp_path / "restarts.pt").restart_losses_ == model.restart_losses_
+
+
+@pytest.mark.parametrize("restarts", [0, -2, 1.5, True, "3"])
+def test_bad_restarts_are_named(sessions, restarts):
+    with pytest.raises(ValueError, match=f"restarts must be a positive integer, got {restarts!r}"):
+        NER(**FAST, restarts=restarts).fit(_neural(sessions[:2]), _labels(sessions[:2]))

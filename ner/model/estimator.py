@@ -10,6 +10,7 @@ import cebra
 import cebra.integrations.sklearn.utils as sklearn_utils
 import numpy as np
 import torch
+from sklearn.base import clone
 from torch import nn
 
 import ner.model.solver  # noqa: F401  (registers the "ner-single-session" solver with CEBRA)
@@ -64,6 +65,11 @@ pad_before_transform, optimizer_kwargs
     seed : int or None
         Seeds the model initialisation and the sampling (and which training samples a
         multi-session model keeps for :meth:`add_session`).
+    restarts : int
+        Fits from this many seeds and keeps the fit whose training loss ends lowest (the mean of
+        its last 5 % of steps), as k-means keeps its best of ``n_init``; ``restart_losses_`` holds
+        every fit's. The first fit uses ``seed``, the others seeds drawn from it. A multi-session
+        fit can settle with sessions as mirror images of each other, at a higher loss.
 
     Notes
     -----
@@ -119,6 +125,7 @@ pad_before_transform, optimizer_kwargs
         exact_search: bool = True,
         multisession_positives: Literal["across", "within"] = "across",
         seed: int | None = None,
+        restarts: int = 1,
     ):
         super().__init__(
             model_architecture=model_architecture, device=device,
@@ -134,6 +141,23 @@ pad_before_transform, optimizer_kwargs
         self.exact_search = exact_search
         self.multisession_positives = multisession_positives
         self.seed = seed
+        self.restarts = restarts
+
+    def fit(self, X, *y, adapt: bool = False, **kwargs):
+        if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 1:
+            raise ValueError(f"restarts must be a positive integer, got {self.restarts!r}")
+        if adapt:
+            return super().fit(X, *y, adapt=True, **kwargs)
+        best, losses = None, []
+        for seed in _restart_seeds(self.seed, self.restarts):
+            candidate = super().fit(X, *y, **kwargs) if self.restarts == 1 else clone(self).set_params(
+                restarts=1, seed=seed).fit(X, *y, **kwargs)
+            losses.append(_final_loss(candidate))
+            if losses[-1] <= min(losses[:-1], default=np.inf):
+                best = candidate
+        vars(self).update({name: value for name, value in vars(best).items() if name.endswith("_")})
+        self.restart_losses_ = losses
+        return self
 
     # --- the seams CEBRA's estimator builds a fit from -----------------------
 
@@ -295,6 +319,8 @@ pad_before_transform, optimizer_kwargs
         state["label_types_"] = _map_label_types(
             state["label_types_"], self.num_sessions_ is not None,
             lambda dtype, shape: (np.dtype(dtype).str, tuple(shape)))
+        if hasattr(self, "restart_losses_"):
+            state["restart_losses_"] = self.restart_losses_
         if self.num_sessions_ is not None:
             state["anchor_embeddings_"] = self.anchor_embeddings_.cpu()
             state["anchor_labels_"] = self.anchor_labels_.cpu()
@@ -360,6 +386,20 @@ pad_before_transform, optimizer_kwargs
         solver.to(estimator.device_)
         estimator.model_, estimator.solver_ = model, solver
         return estimator
+
+
+def _restart_seeds(seed: int | None, restarts: int) -> list[int | None]:
+    """``seed`` and, for every further restart, a seed drawn from it (None: every restart unseeded)."""
+    if seed is None:
+        return [None] * restarts
+    return [seed, *(int(np.random.SeedSequence([seed, restart]).generate_state(1)[0])
+                    for restart in range(1, restarts))]
+
+
+def _final_loss(estimator) -> float:
+    """The mean training loss over the last 5 % of steps: less noisy than the last step's."""
+    total = estimator.solver_.log["total"]
+    return float(np.mean(total[-max(1, len(total) // 20):]))
 
 
 def _is_sessions(X) -> bool:

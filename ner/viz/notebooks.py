@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from ner.workflow.store import REPOSITORY
+from ner.data.download import REFERENCE_ENV
+from ner.data.sessions import DATA_DIR_ENV
+from ner.viz.figures import FIGURES_DIR_ENV
+from ner.viz.maze import REFERENCE_ENV as MAZE_REFERENCE_ENV
+from ner.workflow.store import CACHE_DIR_ENV, REPOSITORY
 
-__all__ = ["notebooks_dir", "run_notebooks"]
+__all__ = ["notebooks_dir", "kernel_environment", "run_notebooks"]
 
 
 def notebooks_dir() -> Path:
     """The repository's ``notebooks`` folder."""
     return REPOSITORY / "notebooks"
+
+
+def kernel_environment() -> dict[str, str]:
+    """This process's environment with every folder variable the figures read made absolute: the
+    kernels run in ``notebooks/``, where a relative folder would name another one (or none)."""
+    folders = (DATA_DIR_ENV, REFERENCE_ENV, CACHE_DIR_ENV, FIGURES_DIR_ENV, MAZE_REFERENCE_ENV)
+    return {**os.environ, **{name: str(Path(os.environ[name]).resolve())
+                             for name in folders if os.environ.get(name)}}
 
 
 def run_notebooks(names: Iterable[str] | None = None, timeout: int = 600, progress: bool = True) -> dict:
@@ -45,7 +58,7 @@ def run_notebooks(names: Iterable[str] | None = None, timeout: int = 600, progre
             kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
             try:
                 NotebookClient(notebook, km=kernel, timeout=timeout,
-                               resources={"metadata": {"path": str(folder)}}).execute()
+                               resources={"metadata": {"path": str(folder)}}).execute(env=kernel_environment())
             except CellExecutionError as error:
                 raise RuntimeError(f"notebook {path.name} failed:\n{error}") from None
             finally:

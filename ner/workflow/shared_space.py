@@ -158,7 +158,10 @@ def fit_shared_space(group: str, model: str = "ner", *, data_dir=None, out_dir="
             arrays[f"{split}_embedding_{number}"] = estimator.transform(part.neural, session_id=number)
             arrays[f"{split}_labels_{number}"] = part.labels
     publish(target, {**arrays, "trial_length": np.array([s.trial_length for s in sessions]),
-                     "loss": np.asarray(estimator.solver_.log["total"], dtype=np.float32)}, request)
+                     "loss": np.asarray(estimator.solver_.log["total"], dtype=np.float32),
+                     # NER's final loss of every restart, the kept one lowest
+                     **({"restart_losses": np.array(estimator.restart_losses_)}
+                        if hasattr(estimator, "restart_losses_") else {})}, request)
     return target
 
 

@@ -37,8 +37,8 @@ CACHE_DIR_ENV = "NER_CACHE_DIR"
 UNMATCHED_PARAMETERS = ("verbose",)
 # Parameters added after caches were made, each with the value that computes what came before: a cache
 # that predates one matches a request leaving it at that value. (NER's multisession_positives: a
-# single-session fit never reads it.)
-ADDED_PARAMETERS = {"multisession_positives": "across"}
+# single-session fit never reads it; restarts: one fit is what a fit was.)
+ADDED_PARAMETERS = {"multisession_positives": "across", "restarts": 1}
 _PART = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.part$")
 # The checkout ner is installed from (pip install -e .): data_NER/, notebooks/ and figures/ live there.
 REPOSITORY = Path(__file__).resolve().parents[2]
