@@ -193,8 +193,8 @@ def _shared_space(args) -> int:
         best = f" (best on validation: {shared_space.best_variant(read_npz(table))})" if args.validation else ""
         print(f"{group}: {table}{best}")
         units = {f"{s}_{a}" for s, a, _ in shared_space.group_units(group, args.data_dir)}
-        for held_out in [unit for unit in args.calibrate or () if unit in units]:
-            print(shared_space.calibrate(group, held_out, seed=args.seeds[0], settings=params.get("ner"),
+        for held_out, seed in itertools.product([u for u in args.calibrate or () if u in units], args.seeds):
+            print(shared_space.calibrate(group, held_out, seed=seed, settings=params.get("ner"),
                                          adapt_iterations=args.adapt_iterations or shared_space.ADAPT_ITERATIONS,
                                          **common))
     return 0

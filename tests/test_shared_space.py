@@ -132,16 +132,16 @@ def test_command_line_trains_tabulates_and_calibrates(data, tmp_path, capsys):
     assert main(["shared-space", "--models", "ner", "--calibrate", "Chewie_20990103_M1", "--adapt-iterations", "2",
                  *common]) == 0
     assert (tmp_path / "shared_space" / "Chewie_M1" / "ner_across_3it_seed0.npz").exists()
-    calibration = read_npz(tmp_path / "results" / "calibration_Chewie_M1_Chewie_20990103_M1.npz")
+    calibration = read_npz(tmp_path / "results" / "calibration_Chewie_M1_Chewie_20990103_M1_seed0.npz")
     assert calibration["provenance"]["iterations"] == 3 and calibration["iterations"].tolist() == [2]
     assert main(["shared-space", "--models", "ner", "--set", "ner.temperature=0.5", "--calibrate",
                  "Chewie_20990103_M1", "--adapt-iterations", "2", *common]) == 0
     assert read_npz(tmp_path / "shared_space" / "Chewie_M1" / "ner_across_temperature0.5_3it_seed0.npz"
                     )["provenance"]["parameters"]["temperature"] == 0.5
     # Calibrated with other settings: a file beside the first, which is kept.
-    other = read_npz(tmp_path / "results" / "calibration_Chewie_M1_Chewie_20990103_M1_temperature0.5.npz")
+    other = read_npz(tmp_path / "results" / "calibration_Chewie_M1_Chewie_20990103_M1_temperature0.5_seed0.npz")
     assert other["provenance"]["settings"] == {"temperature": 0.5}
-    assert "settings" not in read_npz(tmp_path / "results" / "calibration_Chewie_M1_Chewie_20990103_M1.npz"
+    assert "settings" not in read_npz(tmp_path / "results" / "calibration_Chewie_M1_Chewie_20990103_M1_seed0.npz"
                                       )["provenance"]
     assert main(["shared-space", "--groups", "Chewie_S1", *common]) == 2
     assert "unknown group 'Chewie_S1'" in capsys.readouterr().err

@@ -81,6 +81,17 @@ def shared_space(group: str, variant: str, root=None) -> dict:
                  f"ner shared-space --groups {group}")
 
 
+def calibrations(group: str, held_out: str, root=None) -> list[dict]:
+    """Every seed's calibration of ``held_out`` into ``group``'s space, paper settings
+    (:func:`ner.workflow.shared_space.calibrate`), by seed."""
+    pattern = result_path(root or cache_dir(), f"calibration_{group}_{held_out}_seed*")
+    paths = sorted(pattern.parent.glob(pattern.name), key=lambda path: int(path.stem.rsplit("_seed", 1)[1]))
+    if not paths:
+        raise FileNotFoundError(f"no calibration of {held_out} into {group}: run `ner shared-space --groups {group} "
+                                f"--calibrate {held_out}`")
+    return [_read(path, "ner shared-space --calibrate") for path in paths]
+
+
 def parity_report(root=None) -> dict | None:
     """The parity report on the original authors' latents (:mod:`ner.reference.parity`), or None where
     it was never made (it needs their folder: ``ner reproduce --reference DIR``)."""

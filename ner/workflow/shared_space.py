@@ -17,7 +17,7 @@ Files (each with its provenance; a file whose request is unchanged is kept)::
     shared_space/<group>/validation/...              the same, fitted on the first training trials and
                                                      scored on the last (settings chosen there)
     results/shared_space_<group>[_validation].npz    no-alignment matrices of every model and seed
-    results/calibration_<group>_<unit>[_<settings>].npz  decoding against calibration trials and iterations
+    results/calibration_<group>_<unit>[_<settings>]_seed<k>.npz  decoding against calibration trials, iterations
 """
 
 from __future__ import annotations
@@ -246,7 +246,8 @@ def calibrate(group: str, held_out: str, *, data_dir=None, out_dir="data_NER", s
     be fitted). The multi-session fit keeps the paper's learning rate; ``settings`` overrides NER's
     other parameters in both models (as :func:`fit_shared_space`'s).
 
-    ``results/calibration_<group>_<held_out>.npz`` (with ``_<name><value>`` for each setting) holds ``trials`` (T; the count used, all training
+    ``results/calibration_<group>_<held_out>_seed<k>.npz`` (with ``_<name><value>`` for each setting before
+    ``_seed``) holds ``trials`` (T; the count used, all training
     trials for the last) and ``iterations`` (I), and ``adapted_<score>`` and ``scratch_<score>`` (T x I).
     """
     from ner.model import NER
@@ -264,7 +265,7 @@ def calibrate(group: str, held_out: str, *, data_dir=None, out_dir="data_NER", s
                "adapt_iterations": adapt_iterations, "adapt_learning_rate": adapt_learning_rate,
                **({"settings": jsonable(settings)} if settings else {}),
                "session_sha256": sorted(s.sha256 for s in (new, *sessions.values()))}
-    target = result_path(out_dir, _named(f"calibration_{group}_{held_out}", settings))
+    target = result_path(out_dir, f"{_named(f'calibration_{group}_{held_out}', settings)}_seed{seed}")
     if not force and matches(target, request):
         return target
 
