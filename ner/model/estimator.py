@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import numbers
 from typing import Literal
 
 import cebra
@@ -144,7 +145,9 @@ pad_before_transform, optimizer_kwargs
         self.restarts = restarts
 
     def fit(self, X, *y, adapt: bool = False, **kwargs):
-        if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 1:
+        """Fit as :meth:`cebra.CEBRA.fit` does, ``restarts`` times from other seeds, keeping the fit whose
+        training loss ends lowest (``adapt`` retrains the fitted model's first layer once)."""
+        if isinstance(self.restarts, bool) or not isinstance(self.restarts, numbers.Integral) or self.restarts < 1:
             raise ValueError(f"restarts must be a positive integer, got {self.restarts!r}")
         if adapt:
             return super().fit(X, *y, adapt=True, **kwargs)
