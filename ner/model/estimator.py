@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import numbers
 from typing import Literal
@@ -12,10 +11,8 @@ import cebra.integrations.sklearn.utils as sklearn_utils
 import numpy as np
 import torch
 from sklearn.base import clone
-from torch import nn
 
 import ner.model.solver  # noqa: F401  (registers the "ner-single-session" solver with CEBRA)
-from ner.atomic import atomic_write
 from ner.data.labels import PAPER_LAYOUT, LabelLayout
 from ner.model.inputs import check_inputs, check_session_id, check_sessions
 from ner.model.loader import RankLoader
@@ -26,12 +23,10 @@ from ner.model.multisession import (
     AnchorLoader,
     MultiSessionRankLoader,
 )
+from ner.model.persistence import Persistent
 from ner.model.sampling import seeded
 
-_CHECKPOINT_KEYS = ("args", "state", "state_dict")
-
-
-class NER(cebra.CEBRA):
+class NER(Persistent, cebra.CEBRA):
     """Neural Embeddings Rank (Chen, Yang & Wang, NeurIPS 2024).
 
     CEBRA's encoder and training loop with the InfoNCE loss replaced by a rank
@@ -312,84 +307,6 @@ pad_before_transform, optimizer_kwargs
         return torch.optim.Adam(parameters, lr=learning_rate or self.learning_rate,
                                 **dict(self.optimizer_kwargs))
 
-    # --- persistence -------------------------------------------------------------
-
-    def _get_state(self):
-        # Plain types only, so that torch.load(weights_only=True) reads the file
-        # without allow-listing numpy or CEBRA classes; the offset is recomputed.
-        state = super()._get_state()
-        del state["offset_"]
-        state["label_types_"] = _map_label_types(
-            state["label_types_"], self.num_sessions_ is not None,
-            lambda dtype, shape: (np.dtype(dtype).str, tuple(shape)))
-        if hasattr(self, "restart_losses_"):
-            state["restart_losses_"] = self.restart_losses_
-        if self.num_sessions_ is not None:
-            state["anchor_embeddings_"] = self.anchor_embeddings_.cpu()
-            state["anchor_labels_"] = self.anchor_labels_.cpu()
-        return state
-
-    def _get_state_dict(self):
-        checkpoint = super()._get_state_dict()
-        checkpoint["metadata"] = {key: str(value)  # TorchVersion is not plain
-                                  for key, value in checkpoint["metadata"].items()}
-        checkpoint["args"]["label_layout"] = dataclasses.asdict(self._layout())
-        return checkpoint
-
-    def save(self, filename, backend: Literal["sklearn"] = "sklearn"):
-        """Write the fitted estimator to ``filename`` atomically."""
-        if backend != "sklearn":
-            raise ValueError("NER saves with the 'sklearn' backend only.")
-        if not sklearn_utils.check_fitted(self):
-            raise ValueError("NER is not fitted; fit it before saving.")
-        with atomic_write(filename) as part:
-            torch.save(self._get_state_dict(), part)
-
-    @classmethod
-    def load(cls, filename, weights_only: bool = True, device: str | None = None,
-             **kwargs) -> "NER":
-        """Load an estimator written by :meth:`save` (CEBRA's own ``load`` builds a
-        ``cebra.CEBRA``). The device is resolved anew (``device``, else the saved
-        setting), so a GPU-trained model loads on a CPU-only machine."""
-        checkpoint = torch.load(filename, weights_only=weights_only,
-                                map_location="cpu", **kwargs)
-        if not isinstance(checkpoint, dict) or any(
-                key not in checkpoint for key in _CHECKPOINT_KEYS):
-            raise ValueError(f"{filename} is not a NER checkpoint: expected a dict "
-                             f"with keys {_CHECKPOINT_KEYS}.")
-        args, state = dict(checkpoint["args"]), checkpoint["state"]
-        args["label_layout"] = LabelLayout(**args["label_layout"])
-        if device is not None:
-            args["device"] = device
-        estimator = cls(**args)
-        for key, value in state.items():
-            setattr(estimator, key, value)
-        multisession = estimator.num_sessions_ is not None
-        estimator.label_types_ = _map_label_types(
-            state["label_types_"], multisession,
-            lambda dtype, shape: (np.dtype(dtype), torch.Size(shape)))
-        estimator.offset_ = estimator._compute_offset()
-        estimator.device_ = sklearn_utils.check_device(estimator.device)
-
-        def encoder(num_neurons):
-            return cebra.models.init(
-                estimator.model_architecture, num_neurons=num_neurons,
-                num_units=estimator.num_hidden_units,
-                num_output=estimator.output_dimension)
-
-        features = state["n_features_in_"]
-        model = (nn.ModuleList([encoder(n) for n in features]) if multisession
-                 else encoder(features))
-        criterion = estimator._prepare_criterion()
-        solver = cebra.solver.init(state["solver_name_"], model=model,
-                                   criterion=criterion,
-                                   optimizer=estimator._optimizer(model, criterion),
-                                   tqdm_on=estimator.verbose)
-        solver.load_state_dict(checkpoint["state_dict"])
-        solver.to(estimator.device_)
-        estimator.model_, estimator.solver_ = model, solver
-        return estimator
-
 
 def _restart_seeds(seed: int | None, restarts: int) -> list[int | None]:
     """``seed`` and, for every further restart, a seed drawn from it (None: every restart unseeded)."""
@@ -408,13 +325,6 @@ def _final_loss(estimator) -> float:
 def _is_sessions(X) -> bool:
     """Whether ``X`` is a multi-session input: a list of (samples x units) arrays."""
     return isinstance(X, (list, tuple)) and (not X or any(np.ndim(x) >= 2 for x in X))
-
-
-def _map_label_types(label_types, multisession: bool, convert):
-    """CEBRA's ``label_types_`` (per label set, and per session if multi-session) converted."""
-    if multisession:
-        return [[convert(*types) for types in sessions] for sessions in label_types]
-    return [convert(*types) for types in label_types]
 
 
 def _numpy(array):
