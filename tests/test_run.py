@@ -214,6 +214,36 @@ def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path):
     assert list(out.rglob("*.part")) == []
 
 
+def test_a_fit_killed_midway_resumes_from_its_checkpoint_to_the_same_cache(tmp_path):
+    data = write_sessions(tmp_path / "data", 1)
+    out, plain = tmp_path / "out", tmp_path / "plain"
+    # An NER fit checkpoints every 500 steps beside its cache: kill the run once the first is written.
+    script = (f"from ner.workflow.run import run_pipeline\n"
+              f"run_pipeline({str(data)!r}, {str(out)!r}, methods=['ner'], iterations=1200, device='cpu',"
+              f" progress=False, method_params={tiny()!r})\n")
+    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stderr=subprocess.PIPE)
+    checkpoint = out / "embeddings" / "ner" / "seed0" / "syn0_M1.checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert child.poll() is None, child.stderr.read().decode()
+        assert time.monotonic() < deadline, "the fit wrote no checkpoint within 120 s"
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stderr.close()
+    assert not cache_path(out, Unit("syn0", "M1", "ner", 0)).exists()
+
+    assert run(data, out, iterations=1200)["computed"] == ["ner/seed0/syn0_M1"]
+    run(data, plain, iterations=1200)
+    resumed, uninterrupted = (read_npz(cache_path(folder, Unit("syn0", "M1", "ner", 0))) for folder in (out, plain))
+    assert resumed["provenance"]["resumed_from_step"] in (500, 1000)
+    assert "resumed_from_step" not in uninterrupted["provenance"]
+    for key in ("train_embedding", "test_embedding", "loss"):
+        np.testing.assert_array_equal(resumed[key], uninterrupted[key])
+    assert not checkpoint.exists()  # removed once the cache is written
+
+
 def test_temporary_files_of_dead_writers_are_removed_and_never_read(tmp_path):
     data, out = write_sessions(tmp_path / "data", 1), tmp_path / "out"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -33,9 +33,18 @@ def test_groups_select_their_units_and_refuse_what_they_cannot_hold(data):
         shared_space.fit_shared_space("Chewie_M1", "pca", data_dir=data, out_dir=data)
 
 
-def test_caches_resume_and_the_table_decodes_with_no_alignment(data, tmp_path):
+def test_caches_resume_and_the_table_decodes_with_no_alignment(data, tmp_path, monkeypatch):
+    checkpoints, fit = [], ner.model.NER.fit
+
+    def spy(self, *args, checkpoint=None, **kwargs):
+        checkpoints.append(checkpoint)
+        return fit(self, *args, checkpoint=checkpoint, **kwargs)
+    monkeypatch.setattr(ner.model.NER, "fit", spy)
     paths = [shared_space.fit_shared_space("Chewie_M1", model, data_dir=data, out_dir=tmp_path, **FAST)
              for model in shared_space.MODELS]
+    # The NER fit checkpointed beside its cache, which replaced the checkpoint.
+    assert checkpoints == [paths[0].with_name("ner_across_5it_seed0.checkpoint.pt")]
+    assert sorted(path.name for path in paths[0].parent.iterdir()) == sorted(path.name for path in paths)
     again = shared_space.fit_shared_space("Chewie_M1", data_dir=data, out_dir=tmp_path, **FAST)
     assert again == paths[0] and again.stat().st_mtime_ns == paths[0].stat().st_mtime_ns  # kept
     other = shared_space.fit_shared_space("Chewie_M1", data_dir=data, out_dir=tmp_path, **{**FAST, "seed": 1})

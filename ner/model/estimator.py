@@ -14,6 +14,7 @@ from sklearn.base import clone
 
 import ner.model.solver  # noqa: F401  (registers the "ner-single-session" solver with CEBRA)
 from ner.data.labels import PAPER_LAYOUT, LabelLayout
+from ner.model.checkpoint import TrainingCheckpoint, restart_path
 from ner.model.inputs import check_inputs, check_session_id, check_sessions
 from ner.model.loader import RankLoader
 from ner.model.loss import LabelDistance, RankLoss
@@ -139,17 +140,34 @@ pad_before_transform, optimizer_kwargs
         self.seed = seed
         self.restarts = restarts
 
-    def fit(self, X, *y, adapt: bool = False, **kwargs):
+    def fit(self, X, *y, adapt: bool = False, checkpoint=None, checkpoint_every: int = 500, **kwargs):
         """Fit as :meth:`cebra.CEBRA.fit` does, ``restarts`` times from other seeds, keeping the fit whose
-        training loss ends lowest (``adapt`` retrains the fitted model's first layer once)."""
+        training loss ends lowest (``adapt`` retrains the fitted model's first layer once).
+
+        ``checkpoint``, a file path, makes the fit resumable: every ``checkpoint_every`` steps the
+        training state is written there, and a fit given a path that holds one goes on from it, to the
+        same model the uninterrupted fit gives (:mod:`ner.model.checkpoint`). The file stays when the
+        fit is done, so that fitting again returns at once; restart r > 0 writes ``<path>.restart<r>``.
+        """
         if isinstance(self.restarts, bool) or not isinstance(self.restarts, numbers.Integral) or self.restarts < 1:
             raise ValueError(f"restarts must be a positive integer, got {self.restarts!r}")
         if adapt:
+            if checkpoint is not None:
+                raise ValueError("checkpoint is for a fit from scratch, not adapt=True")
             return super().fit(X, *y, adapt=True, **kwargs)
+        if self.restarts == 1:
+            self._checkpoint = None if checkpoint is None else TrainingCheckpoint(
+                checkpoint, checkpoint_every, self.get_params())
+            try:
+                super().fit(X, *y, **kwargs)
+            finally:
+                del self._checkpoint
+            self.restart_losses_ = [_final_loss(self)]
+            return self
         best, losses = None, []
-        for seed in _restart_seeds(self.seed, self.restarts):
-            candidate = super().fit(X, *y, **kwargs) if self.restarts == 1 else clone(self).set_params(
-                restarts=1, seed=seed).fit(X, *y, **kwargs)
+        for restart, seed in enumerate(_restart_seeds(self.seed, self.restarts)):
+            candidate = clone(self).set_params(restarts=1, seed=seed).fit(
+                X, *y, checkpoint=restart_path(checkpoint, restart), checkpoint_every=checkpoint_every, **kwargs)
             losses.append(_final_loss(candidate))
             if losses[-1] <= min(losses[:-1], default=np.inf):
                 best = candidate
@@ -170,6 +188,19 @@ pad_before_transform, optimizer_kwargs
         super().partial_fit(X, *y, **kwargs)
         if self.num_sessions_ is not None:
             self._keep_anchors(self.state_[2].dataset)
+        return self
+
+    def _partial_fit(self, solver, model, loader, is_multisession, callback=None, callback_frequency=None):
+        checkpoint = getattr(self, "_checkpoint", None)
+        if checkpoint is None:
+            return super()._partial_fit(solver, model, loader, is_multisession, callback, callback_frequency)
+        done = checkpoint.restore(solver, loader)
+        loader.num_steps = self.max_iterations - done
+        super()._partial_fit(solver, model, loader, is_multisession, callback_frequency=1,
+                             callback=checkpoint.hook(solver, loader, done, callback, callback_frequency))
+        if done < self.max_iterations:
+            checkpoint.save(solver, loader, self.max_iterations)  # the finished fit: fitting again returns at once
+        self.resumed_from_step_ = done
         return self
 
     def transform(self, X, batch_size: int | None = None, session_id: int | None = None):

@@ -64,6 +64,10 @@ class RankLoader(cebra.data.ContinuousDataLoader):
                 index, self.time_offset, device=self.device)
             seed_distributions(self.distribution, self.seed)
 
+    def generators(self) -> list:
+        """The torch generators the loader samples with (their states resume a fit)."""
+        return [self.distribution.generator, self.distribution.prior.generator]
+
     def get_indices(self, num_samples: int) -> BatchIndex:
         reference = self.distribution.sample_prior(num_samples)
         positive = self.distribution.sample_conditional(reference)

@@ -88,6 +88,10 @@ class MultiSessionRankLoader(cebra.data.ContinuousMultiSessionDataLoader):
                                       for session in self.sessions])
         self.shifts = _generator(None if self.seed is None else self.seed + 2 * count)
 
+    def generators(self) -> list:
+        """The torch generators the loader samples with (their states resume a fit)."""
+        return [generator for session in self.sessions for generator in session.generators()] + [self.shifts]
+
     def get_indices(self, num_samples: int) -> BatchIndex:
         """References and positives, each (sessions, num_samples) indices into their session;
         ``index_reversed`` maps each flat reference to its positive's flat position."""

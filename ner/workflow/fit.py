@@ -12,7 +12,7 @@ import numpy as np
 
 from ner.workflow.store import versions, write_npz
 
-__all__ = ["fit_and_cache", "sampler_of", "is_cebra"]
+__all__ = ["fit_and_cache", "checkpoint_path", "sampler_of", "is_cebra"]
 
 
 def sampler_of(estimator) -> str | None:
@@ -83,6 +83,14 @@ class _Snapshots:
                 "snapshot_test_embedding": np.stack(self.taken["test"])}
 
 
+def checkpoint_path(estimator, target: Path) -> Path | None:
+    """Where the fit of the cache ``target`` checkpoints, to resume after a kill: beside the cache for an
+    NER fit (:mod:`ner.model.checkpoint`), None for other methods."""
+    from ner.model.estimator import NER
+
+    return target.with_name(f"{target.stem}.checkpoint.pt") if isinstance(estimator, NER) else None
+
+
 def fit_and_cache(estimator, train, test, target: Path, *, provenance: Mapping, arrays: Mapping, seed, device,
                   snapshots=None) -> None:
     """Fit ``estimator`` on the ``train`` split, embed both splits and write the cache at ``target``.
@@ -92,11 +100,16 @@ def fit_and_cache(estimator, train, test, target: Path, *, provenance: Mapping, 
     loss curve (trained methods), snapshot embeddings when ``snapshots`` are asked, the caller's
     ``arrays``, and ``provenance`` completed with the trial counts, sampler, versions, device and wall time.
     """
+    from ner.model.checkpoint import remove
+
     seed_everything(seed)
     start = time.perf_counter()
+    checkpoint = None if snapshots else checkpoint_path(estimator, target)  # snapshots would not survive a kill
     if snapshots:
         hook = _Snapshots(snapshots, train.neural, test.neural)
         estimator.fit(train.neural, train.labels, callback=hook, callback_frequency=1)
+    elif checkpoint:
+        estimator.fit(train.neural, train.labels, checkpoint=checkpoint)
     else:
         estimator.fit(train.neural, train.labels)
     embeddings = {"train_embedding": estimator.transform(train.neural),
@@ -112,7 +125,9 @@ def fit_and_cache(estimator, train, test, target: Path, *, provenance: Mapping, 
         "sampler": sampler_of(estimator),
         "versions": versions(),
         "device": str(getattr(estimator, "device_", None) or device),
-        "wall_time_s": round(wall, 3),
+        "wall_time_s": round(wall, 3),  # of this process: a resumed fit's earlier steps are not counted
+        **({"resumed_from_step": estimator.resumed_from_step_}
+           if getattr(estimator, "resumed_from_step_", 0) else {}),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     cache = {key: np.asarray(value, dtype=np.float32) for key, value in embeddings.items()}
@@ -124,3 +139,5 @@ def fit_and_cache(estimator, train, test, target: Path, *, provenance: Mapping, 
     if snapshots:
         cache.update(hook.arrays())
     write_npz(target, cache)
+    if checkpoint:
+        remove(checkpoint)

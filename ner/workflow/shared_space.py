@@ -35,7 +35,7 @@ from ner.data.sessions import available_sessions, load_session, resolve_data_dir
 from ner.evaluation.cross_session import SplitEmbedding, cross_session_matrices
 from ner.evaluation.decoding import SCORES, TrialDecoder, score_trials
 from ner.evaluation.statistics import off_diagonal
-from ner.workflow.fit import seed_everything
+from ner.workflow.fit import checkpoint_path, seed_everything
 from ner.workflow.store import (
     jsonable,
     matches,
@@ -155,7 +155,9 @@ def fit_shared_space(group: str, model: str = "ner", *, data_dir=None, out_dir="
         return target
     seed_everything(seed)
     trains, tests = zip(*(_splits(s, validation) for s in sessions))
-    estimator.fit([t.neural for t in trains], [t.labels for t in trains])
+    checkpoint = checkpoint_path(estimator, target)
+    estimator.fit([t.neural for t in trains], [t.labels for t in trains],
+                  **({"checkpoint": checkpoint} if checkpoint else {}))
     arrays = {}
     for number, (train, test) in enumerate(zip(trains, tests)):
         for split, part in (("train", train), ("test", test)):
@@ -166,6 +168,10 @@ def fit_shared_space(group: str, model: str = "ner", *, data_dir=None, out_dir="
                      # NER's final loss of every restart, the kept one lowest
                      **({"restart_losses": np.array(estimator.restart_losses_)}
                         if hasattr(estimator, "restart_losses_") else {})}, request)
+    if checkpoint:
+        from ner.model.checkpoint import remove
+
+        remove(checkpoint)
     return target
 
 
