@@ -184,23 +184,28 @@ def test_each_seed_has_its_cache_and_tables_give_every_seed_and_the_median(tmp_p
         run(data, out, seeds=[])
 
 
-def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path):
-    data, out = write_sessions(tmp_path / "data", 3), tmp_path / "out"
-    # 150 steps make a unit take long enough that the kill lands before the run is over.
+def kill_run_once(data, out, iterations, written, what):
+    """Run the NER pipeline in a child process and SIGKILL it as soon as ``written()`` is true."""
     script = (f"from ner.workflow.run import run_pipeline\n"
-              f"run_pipeline({str(data)!r}, {str(out)!r}, methods=['ner'], iterations=150, device='cpu',"
+              f"run_pipeline({str(data)!r}, {str(out)!r}, methods=['ner'], iterations={iterations}, device='cpu',"
               f" progress=False, method_params={tiny()!r})\n")
     child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"},
                              stderr=subprocess.PIPE)
-    caches = out / "embeddings" / "ner" / "seed0"
     deadline = time.monotonic() + 120
-    while not list(caches.glob("*.npz")):
+    while not written():
         assert child.poll() is None, child.stderr.read().decode()
-        assert time.monotonic() < deadline, "the pipeline wrote no cache within 120 s"
+        assert time.monotonic() < deadline, f"the pipeline wrote no {what} within 120 s"
         time.sleep(0.01)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     child.stderr.close()
+
+
+def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path):
+    data, out = write_sessions(tmp_path / "data", 3), tmp_path / "out"
+    caches = out / "embeddings" / "ner" / "seed0"
+    # 150 steps make a unit take long enough that the kill lands before the run is over.
+    kill_run_once(data, out, 150, lambda: list(caches.glob("*.npz")), "cache")
     finished = mtimes(out)
     assert 1 <= len(finished) < 3, "the kill should land mid-run"
     assert not table_path(out, "M1").exists()
@@ -217,21 +222,9 @@ def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path):
 def test_a_fit_killed_midway_resumes_from_its_checkpoint_to_the_same_cache(tmp_path):
     data = write_sessions(tmp_path / "data", 1)
     out, plain = tmp_path / "out", tmp_path / "plain"
-    # An NER fit checkpoints every 500 steps beside its cache: kill the run once the first is written.
-    script = (f"from ner.workflow.run import run_pipeline\n"
-              f"run_pipeline({str(data)!r}, {str(out)!r}, methods=['ner'], iterations=1200, device='cpu',"
-              f" progress=False, method_params={tiny()!r})\n")
-    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                             stderr=subprocess.PIPE)
     checkpoint = out / "embeddings" / "ner" / "seed0" / "syn0_M1.checkpoint.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():
-        assert child.poll() is None, child.stderr.read().decode()
-        assert time.monotonic() < deadline, "the fit wrote no checkpoint within 120 s"
-        time.sleep(0.01)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    child.stderr.close()
+    # An NER fit checkpoints every 500 steps beside its cache: kill the run once the first is written.
+    kill_run_once(data, out, 1200, checkpoint.exists, "checkpoint")
     assert not cache_path(out, Unit("syn0", "M1", "ner", 0)).exists()
 
     assert run(data, out, iterations=1200)["computed"] == ["ner/seed0/syn0_M1"]
