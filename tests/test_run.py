@@ -226,6 +226,7 @@ def test_a_fit_killed_midway_resumes_from_its_checkpoint_to_the_same_cache(tmp_p
     # An NER fit checkpoints every 500 steps beside its cache: kill the run once the first is written.
     kill_run_once(data, out, 1200, checkpoint.exists, "checkpoint")
     assert not cache_path(out, Unit("syn0", "M1", "ner", 0)).exists()
+    left = checkpoint.read_bytes()
 
     assert run(data, out, iterations=1200)["computed"] == ["ner/seed0/syn0_M1"]
     run(data, plain, iterations=1200)
@@ -235,6 +236,11 @@ def test_a_fit_killed_midway_resumes_from_its_checkpoint_to_the_same_cache(tmp_p
     for key in ("train_embedding", "test_embedding", "loss"):
         np.testing.assert_array_equal(resumed[key], uninterrupted[key])
     assert not checkpoint.exists()  # removed once the cache is written
+
+    checkpoint.write_bytes(left)  # --force starts afresh: steps taken by older code are not reused
+    run(data, out, iterations=1200, force=True)
+    assert "resumed_from_step" not in read_npz(cache_path(out, Unit("syn0", "M1", "ner", 0)))["provenance"]
+    assert not checkpoint.exists()
 
 
 def test_temporary_files_of_dead_writers_are_removed_and_never_read(tmp_path):

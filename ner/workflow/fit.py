@@ -92,19 +92,23 @@ def checkpoint_path(estimator, target: Path) -> Path | None:
 
 
 def fit_and_cache(estimator, train, test, target: Path, *, provenance: Mapping, arrays: Mapping, seed, device,
-                  snapshots=None) -> None:
+                  snapshots=None, resume: bool = True) -> None:
     """Fit ``estimator`` on the ``train`` split, embed both splits and write the cache at ``target``.
 
     ``train`` and ``test`` carry ``neural``, ``labels`` and ``n_trials``. The cache holds float32 embeddings and
     labels (and, for an estimator with ``posterior_mean``, the label-informed ``*_posterior_embedding``), the
     loss curve (trained methods), snapshot embeddings when ``snapshots`` are asked, the caller's
     ``arrays``, and ``provenance`` completed with the trial counts, sampler, versions, device and wall time.
+    An NER fit goes on from the checkpoint a killed fit of this cache left, unless ``resume`` is False (a
+    forced recomputation must not reuse steps taken by older code).
     """
     from ner.model.checkpoint import remove
 
     seed_everything(seed)
     start = time.perf_counter()
     checkpoint = None if snapshots else checkpoint_path(estimator, target)  # snapshots would not survive a kill
+    if checkpoint and not resume:
+        remove(checkpoint)
     if snapshots:
         hook = _Snapshots(snapshots, train.neural, test.neural)
         estimator.fit(train.neural, train.labels, callback=hook, callback_frequency=1)

@@ -91,6 +91,7 @@ def _run_unit(unit: Unit, entry: Method, path: Path, out_dir: Path, params, iter
             return unit, "skipped", None
         train, test = session.train, session.test
         fit_and_cache(estimator, train, test, target, seed=unit.seed, device=device, snapshots=snapshots,
+                      resume=not force,
                       provenance={**request, "session": unit.session, "area": unit.area, "session_file": path.name},
                       arrays={"trial_length": np.int64(session.trial_length), "train_trial_ids": train.trial_ids,
                               "test_trial_ids": test.trial_ids})
