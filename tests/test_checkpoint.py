@@ -84,7 +84,7 @@ def test_restarts_resume_each_from_its_own_checkpoint(sessions, tmp_path):
 
 def test_a_finished_checkpoint_returns_the_fit_without_training(sessions, tmp_path):
     session, path = sessions[0], tmp_path / "fit.pt"
-    first = NER(**FAST).fit(session.neural, session.labels, checkpoint=path, checkpoint_every=7)
+    first = NER(**FAST).fit(session.neural, session.labels, checkpoint=path, checkpoint_every=np.int64(7))
     steps = []
     again = NER(**FAST).fit(session.neural, session.labels, checkpoint=path, checkpoint_every=7,
                             callback=lambda num_steps, solver: steps.append(num_steps), callback_frequency=1)
@@ -106,7 +106,7 @@ def test_a_checkpoint_of_other_parameters_or_data_is_refused(sessions, tmp_path)
         NER(**FAST).fit(session.neural, session.labels, checkpoint=path)
 
 
-@pytest.mark.parametrize("every", [0, -5, 2.5, True])
+@pytest.mark.parametrize("every", [0, -5, 2.5, True, "500"])
 def test_bad_checkpoint_every_is_named(sessions, tmp_path, every):
     with pytest.raises(ValueError, match=f"checkpoint_every must be a positive integer, got {every!r}"):
         NER(**FAST).fit(sessions[0].neural, sessions[0].labels, checkpoint=tmp_path / "fit.pt",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import numbers
 from pathlib import Path
 
 import torch
@@ -55,9 +56,9 @@ class TrainingCheckpoint:
     """
 
     def __init__(self, path, every: int, parameters: dict):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
             raise ValueError(f"checkpoint_every must be a positive integer, got {every!r}")
-        self.path, self.every = Path(path), every
+        self.path, self.every = Path(path), int(every)
         self.parameters = {name: repr(value) for name, value in sorted(parameters.items())
                            if name not in _NEUTRAL_PARAMETERS}
 

@@ -83,12 +83,19 @@ class _Snapshots:
                 "snapshot_test_embedding": np.stack(self.taken["test"])}
 
 
-def checkpoint_path(estimator, target: Path) -> Path | None:
+def checkpoint_path(estimator, target: Path, *, resume: bool = True) -> Path | None:
     """Where the fit of the cache ``target`` checkpoints, to resume after a kill: beside the cache for an
-    NER fit (:mod:`ner.model.checkpoint`), None for other methods."""
+    NER fit (:mod:`ner.model.checkpoint`), None for other methods. Unless ``resume``, a checkpoint left
+    there is deleted first: a forced recomputation must not reuse steps taken by older code."""
+    from ner.model.checkpoint import remove
     from ner.model.estimator import NER
 
-    return target.with_name(f"{target.stem}.checkpoint.pt") if isinstance(estimator, NER) else None
+    if not isinstance(estimator, NER):
+        return None
+    path = target.with_name(f"{target.stem}.checkpoint.pt")
+    if not resume:
+        remove(path)
+    return path
 
 
 def fit_and_cache(estimator, train, test, target: Path, *, provenance: Mapping, arrays: Mapping, seed, device,
@@ -99,16 +106,14 @@ def fit_and_cache(estimator, train, test, target: Path, *, provenance: Mapping, 
     labels (and, for an estimator with ``posterior_mean``, the label-informed ``*_posterior_embedding``), the
     loss curve (trained methods), snapshot embeddings when ``snapshots`` are asked, the caller's
     ``arrays``, and ``provenance`` completed with the trial counts, sampler, versions, device and wall time.
-    An NER fit goes on from the checkpoint a killed fit of this cache left, unless ``resume`` is False (a
-    forced recomputation must not reuse steps taken by older code).
+    An NER fit goes on from the checkpoint a killed fit of this cache left, unless ``resume`` is False.
     """
     from ner.model.checkpoint import remove
 
     seed_everything(seed)
     start = time.perf_counter()
-    checkpoint = None if snapshots else checkpoint_path(estimator, target)  # snapshots would not survive a kill
-    if checkpoint and not resume:
-        remove(checkpoint)
+    # Snapshots would not survive a kill.
+    checkpoint = None if snapshots else checkpoint_path(estimator, target, resume=resume)
     if snapshots:
         hook = _Snapshots(snapshots, train.neural, test.neural)
         estimator.fit(train.neural, train.labels, callback=hook, callback_frequency=1)

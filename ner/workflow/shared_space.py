@@ -155,11 +155,7 @@ def fit_shared_space(group: str, model: str = "ner", *, data_dir=None, out_dir="
         return target
     seed_everything(seed)
     trains, tests = zip(*(_splits(s, validation) for s in sessions))
-    from ner.model.checkpoint import remove
-
-    checkpoint = checkpoint_path(estimator, target)
-    if checkpoint and force:  # a forced recomputation must not reuse steps taken by older code
-        remove(checkpoint)
+    checkpoint = checkpoint_path(estimator, target, resume=not force)
     estimator.fit([t.neural for t in trains], [t.labels for t in trains],
                   **({"checkpoint": checkpoint} if checkpoint else {}))
     arrays = {}
@@ -173,6 +169,8 @@ def fit_shared_space(group: str, model: str = "ner", *, data_dir=None, out_dir="
                      **({"restart_losses": np.array(estimator.restart_losses_)}
                         if hasattr(estimator, "restart_losses_") else {})}, request)
     if checkpoint:
+        from ner.model.checkpoint import remove
+
         remove(checkpoint)
     return target
 
