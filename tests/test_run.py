@@ -242,6 +242,10 @@ def test_a_fit_killed_midway_resumes_from_its_checkpoint_to_the_same_cache(tmp_p
     assert "resumed_from_step" not in read_npz(cache_path(out, Unit("syn0", "M1", "ner", 0)))["provenance"]
     assert not checkpoint.exists()
 
+    checkpoint.write_bytes(left)  # as a kill between the cache's write and the checkpoint's removal leaves it
+    assert run(data, out, iterations=1200)["skipped"] == ["ner/seed0/syn0_M1"]
+    assert not checkpoint.exists()
+
 
 def test_temporary_files_of_dead_writers_are_removed_and_never_read(tmp_path):
     data, out = write_sessions(tmp_path / "data", 1), tmp_path / "out"

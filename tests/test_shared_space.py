@@ -45,8 +45,11 @@ def test_caches_resume_and_the_table_decodes_with_no_alignment(data, tmp_path, m
     # The NER fit checkpointed beside its cache, which replaced the checkpoint.
     assert checkpoints == [paths[0].with_name("ner_across_5it_seed0.checkpoint.pt")]
     assert sorted(path.name for path in paths[0].parent.iterdir()) == sorted(path.name for path in paths)
+    left = checkpoints[0]
+    left.write_bytes(b"as a kill after the cache's write leaves it")
     again = shared_space.fit_shared_space("Chewie_M1", data_dir=data, out_dir=tmp_path, **FAST)
     assert again == paths[0] and again.stat().st_mtime_ns == paths[0].stat().st_mtime_ns  # kept
+    assert not left.exists()
     other = shared_space.fit_shared_space("Chewie_M1", data_dir=data, out_dir=tmp_path, **{**FAST, "seed": 1})
     first, second = read_npz(paths[0]), read_npz(other)
     assert first["provenance"]["units"] == ["Chewie_20990101_M1", "Chewie_20990102_M1", "Chewie_20990103_M1"]

@@ -34,7 +34,7 @@ from ner.data.sessions import (
 from ner.extras import missing_extra
 from ner.methods import METHODS, TUNED_SUFFIX, Method, build_method, make_method
 from ner.workflow.figure_data import build_figure_data
-from ner.workflow.fit import fit_and_cache, is_cebra
+from ner.workflow.fit import checkpoint_path, fit_and_cache, is_cebra
 from ner.workflow.shared_space import (
     GROUPS,
     MULTI_SESSION,
@@ -88,6 +88,8 @@ def _run_unit(unit: Unit, entry: Method, path: Path, out_dir: Path, params, iter
         request = _request(unit, estimator, unit.seed, session, snapshots)
         target = cache_path(out_dir, unit)
         if not force and matches(target, request):
+            # A kill between the cache's write and its checkpoint's removal leaves a finished checkpoint behind.
+            checkpoint_path(estimator, target, resume=False)
             return unit, "skipped", None
         train, test = session.train, session.test
         fit_and_cache(estimator, train, test, target, seed=unit.seed, device=device, snapshots=snapshots,

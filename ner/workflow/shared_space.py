@@ -152,6 +152,7 @@ def fit_shared_space(group: str, model: str = "ner", *, data_dir=None, out_dir="
                **({"split": "validation"} if validation else {})}
     target = _cache_path(out_dir, group, model, positives, iterations, seed, settings, validation)
     if not force and matches(target, request):
+        checkpoint_path(estimator, target, resume=False)  # one a kill left after the cache was written
         return target
     seed_everything(seed)
     trains, tests = zip(*(_splits(s, validation) for s in sessions))
