@@ -5,7 +5,8 @@ committed caches say the retraining cost.
     python benchmarks/bench_fit.py --caches data_NER      # sums the caches' recorded wall times only
 
 The caches' ``wall_time_s`` (fit plus embedding of both splits, per unit) are summed per method and
-iteration count: the retraining's compute, whatever the number of parallel workers.
+iteration count: the retraining's compute, whatever the number of parallel workers. A fit resumed after a
+kill recorded only its last process's time: it is named, not timed.
 """
 
 import argparse
@@ -36,13 +37,23 @@ def one_fit(session, area, iterations, device):
 
 
 def recorded(caches: Path):
-    times = defaultdict(list)
+    times, resumed = defaultdict(list), defaultdict(list)
     for path in sorted((caches / "embeddings").glob("*/seed*/*.npz")):
         provenance = read_npz(path)["provenance"]
-        times[f"{provenance['method']} @ {provenance['iterations']} it"].append(provenance["wall_time_s"])
-    return {key: {"units": len(values), "wall_s": round(sum(values)), "wall_h": round(sum(values) / 3600, 2),
-                  "median_s": round(statistics.median(values)), "range_s": [round(min(values)), round(max(values))]}
-            for key, values in sorted(times.items())}
+        key = f"{provenance['method']} @ {provenance['iterations']} it"
+        if provenance.get("resumed_from_step"):  # its first steps ran in a killed process, which recorded no time
+            resumed[key].append(path.stem)
+        else:
+            times[key].append(provenance["wall_time_s"])
+    summary = {}
+    for key in sorted({*times, *resumed}):
+        values = times[key]
+        summary[key] = {"units": len(values) + len(resumed[key]), "timed_units": len(values),
+                        **({"wall_s": round(sum(values)), "wall_h": round(sum(values) / 3600, 2),
+                            "median_s": round(statistics.median(values)),
+                            "range_s": [round(min(values)), round(max(values))]} if values else {}),
+                        **({"resumed_not_timed": resumed[key]} if resumed[key] else {})}
+    return summary
 
 
 def main():
